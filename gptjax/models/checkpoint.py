@@ -1,0 +1,38 @@
+"""Save and restore converted models with Orbax (params) + a JSON ModelConfig beside them."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from gptjax.models.config import ModelConfig
+from gptjax.models.transformer import Transformer, abstract_model
+
+
+def save_model(model: Transformer, directory: str | os.PathLike) -> Path:
+    """Write ``directory/config.json`` and ``directory/params`` (Orbax). Overwrites."""
+    directory = Path(directory).expanduser().resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    state = nnx.state(model, nnx.Param)
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(directory / "params", state, force=True)
+    tmp = directory / "config.json.tmp"
+    tmp.write_text(json.dumps(model.config.to_dict(), indent=2))
+    os.replace(tmp, directory / "config.json")
+    return directory
+
+
+def restore_model(directory: str | os.PathLike) -> Transformer:
+    directory = Path(directory).expanduser().resolve()
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"no config.json in {directory} (expected a gptjax model dir)")
+    cfg = ModelConfig.from_dict(json.loads(config_file.read_text()))
+    graphdef, abstract_state = nnx.split(abstract_model(cfg))
+    with ocp.StandardCheckpointer() as ckptr:
+        state = ckptr.restore(directory / "params", abstract_state)
+    return nnx.merge(graphdef, state)

@@ -1,0 +1,49 @@
+"""Target-token losses. Only target positions need logits: hidden states are gathered there
+before the unembedding, which with a 50k vocabulary is most of the saving."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from gptjax.models.transformer import Transformer
+
+
+def target_log_probs(
+    model: Transformer,
+    input_ids: jax.Array,
+    attention_mask: jax.Array,
+    target_pos: jax.Array,
+    target_ids: jax.Array,
+) -> jax.Array:
+    """Per-token cross-entropy [B, S] of target_ids predicted at positions target_pos."""
+    hidden, _ = model(input_ids, attention_mask=attention_mask)
+    gathered = jnp.take_along_axis(hidden, target_pos[..., None], axis=1)
+    logits = model.unembed(gathered).astype(jnp.float32)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, target_ids)
+
+
+def per_example_loss(
+    model: Transformer,
+    input_ids: jax.Array,
+    attention_mask: jax.Array,
+    target_pos: jax.Array,
+    target_ids: jax.Array,
+    target_mask: jax.Array,
+) -> jax.Array:
+    """Mean cross-entropy over each example's target tokens, shape [B]."""
+    ce = target_log_probs(model, input_ids, attention_mask, target_pos, target_ids)
+    return (ce * target_mask).sum(-1) / jnp.maximum(target_mask.sum(-1), 1.0)
+
+
+def batch_loss(model: Transformer, batch: dict[str, jax.Array]) -> jax.Array:
+    """Mean over examples of the per-example target loss (the fine-tuning objective)."""
+    return per_example_loss(
+        model,
+        batch["input_ids"],
+        batch["attention_mask"],
+        batch["target_pos"],
+        batch["target_ids"],
+        batch["target_mask"],
+    ).mean()
