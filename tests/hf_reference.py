@@ -22,17 +22,33 @@ def make_hf_model(name: str, out_dir: Path, seed: int = 0):
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    common = dict(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                  intermediate_size=64, max_position_embeddings=128)
+    common = dict(
+        vocab_size=97,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     if name in NEOX_CONFIGS:
         opts = dict(NEOX_CONFIGS[name])
         pct = opts.pop("rotary_pct")
-        cfg = GPTNeoXConfig(**common, **opts, rope_parameters={"rope_theta": 10000.0,
-                            "partial_rotary_factor": pct, "rope_type": "default"})
+        cfg = GPTNeoXConfig(
+            **common,
+            **opts,
+            rope_parameters={
+                "rope_theta": 10000.0,
+                "partial_rotary_factor": pct,
+                "rope_type": "default",
+            },
+        )
         model = GPTNeoXForCausalLM(cfg)
     else:
-        cfg = LlamaConfig(**common, **LLAMA_CONFIGS[name], rope_parameters={
-            "rope_theta": 500.0, "rope_type": "default"})
+        cfg = LlamaConfig(
+            **common,
+            **LLAMA_CONFIGS[name],
+            rope_parameters={"rope_theta": 500.0, "rope_type": "default"},
+        )
         model = LlamaForCausalLM(cfg)
     # Random init is std 0.02; perturb norms and biases so they are not trivially 1 / 0.
     with torch.no_grad():

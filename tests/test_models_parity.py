@@ -32,15 +32,18 @@ def test_logits_match_transformers(name, tmp_path):
     model = load_hf_model(tmp_path)
     ids, mask, lengths = _batch()
     with torch.no_grad():
-        ref_logits = ref(input_ids=torch.tensor(ids, dtype=torch.long),
-                         attention_mask=torch.tensor(mask)).logits.numpy()
+        ref_logits = ref(
+            input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask)
+        ).logits.numpy()
     hidden, _ = model(jnp.asarray(ids), attention_mask=jnp.asarray(mask))
     logits = np.asarray(model.unembed(hidden))
     for i, n in enumerate(lengths):  # padded positions are undefined in both: compare real ones
         np.testing.assert_allclose(logits[i, :n], ref_logits[i, :n], atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["neox_rot25_parallel", "neox_rot100_sequential", "llama_gqa_tied"])
+@pytest.mark.parametrize(
+    "name", ["neox_rot25_parallel", "neox_rot100_sequential", "llama_gqa_tied"]
+)
 def test_loss_and_gradients_match_transformers(name, tmp_path):
     ref = make_hf_model(name, tmp_path)
     model = load_hf_model(tmp_path)
@@ -52,8 +55,14 @@ def test_loss_and_gradients_match_transformers(name, tmp_path):
     target_mask = np.ones_like(target_ids, dtype=np.float32)
 
     def loss_fn(m):
-        return per_example_loss(m, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(target_pos),
-                                jnp.asarray(target_ids), jnp.asarray(target_mask)).mean()
+        return per_example_loss(
+            m,
+            jnp.asarray(ids),
+            jnp.asarray(mask),
+            jnp.asarray(target_pos),
+            jnp.asarray(target_ids),
+            jnp.asarray(target_mask),
+        ).mean()
 
     loss, grads = nnx.value_and_grad(loss_fn)(model)
 
@@ -61,11 +70,15 @@ def test_loss_and_gradients_match_transformers(name, tmp_path):
     for i in range(len(ids)):
         labels[i, target_pos[i] + 1] = target_ids[i]
     ref.zero_grad()
-    logits = ref(input_ids=torch.tensor(ids, dtype=torch.long),
-                 attention_mask=torch.tensor(mask)).logits
+    logits = ref(
+        input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask)
+    ).logits
     per_tok = torch.nn.functional.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]), torch.tensor(labels[:, 1:]).reshape(-1),
-        reduction="none", ignore_index=-100).reshape(len(ids), -1)
+        logits[:, :-1].reshape(-1, logits.shape[-1]),
+        torch.tensor(labels[:, 1:]).reshape(-1),
+        reduction="none",
+        ignore_index=-100,
+    ).reshape(len(ids), -1)
     ref_loss = (per_tok.sum(1) / s).mean()
     ref_loss.backward()
     np.testing.assert_allclose(float(loss), ref_loss.item(), rtol=1e-4)

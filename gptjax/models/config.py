@@ -43,7 +43,9 @@ class ModelConfig:
             raise ValueError(f"unsupported architecture {self.arch!r}; supported: {ARCHITECTURES}")
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size"):
             if int(getattr(self, name)) <= 0:
-                raise ValueError(f"model config: {name} must be positive, got {getattr(self, name)}")
+                raise ValueError(
+                    f"model config: {name} must be positive, got {getattr(self, name)}"
+                )
         if self.head_dim is None and self.hidden_size % self.num_heads:
             raise ValueError(
                 f"model config: hidden_size {self.hidden_size} is not divisible by "
@@ -108,7 +110,9 @@ def from_hf_config(hf: dict[str, Any], source: str = "config.json") -> ModelConf
         if model_type == "gpt_neox":
             act = hf.get("hidden_act", "gelu")
             if act != "gelu":
-                raise ValueError(f"{source}: hidden_act {act!r} unsupported for gpt_neox (gelu only)")
+                raise ValueError(
+                    f"{source}: hidden_act {act!r} unsupported for gpt_neox (gelu only)"
+                )
             return ModelConfig(
                 arch="gpt_neox",
                 vocab_size=hf["vocab_size"],
@@ -153,15 +157,15 @@ def from_hf_config(hf: dict[str, Any], source: str = "config.json") -> ModelConf
             )
     except KeyError as err:
         raise ValueError(f"{source}: missing key {err.args[0]!r}") from err
-    raise ValueError(
-        f"{source}: unsupported model_type {model_type!r}; supported: gpt_neox, llama"
-    )
+    raise ValueError(f"{source}: unsupported model_type {model_type!r}; supported: gpt_neox, llama")
 
 
 def load_hf_config(model_dir: str | os.PathLike) -> ModelConfig:
     path = Path(model_dir) / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(f"no config.json in {model_dir} (expected a Hugging Face model dir)")
+        raise FileNotFoundError(
+            f"no config.json in {model_dir} (expected a Hugging Face model dir)"
+        )
     try:
         hf = json.loads(path.read_text())
     except json.JSONDecodeError as err:

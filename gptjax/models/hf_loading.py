@@ -109,10 +109,16 @@ def param_mapping(cfg: ModelConfig) -> Mapping:
                 _concat,
             )
             m[(*ours, "attn", "out", "bias")] = ((a + "o_proj.bias",), _identity)
-        m[(*ours, "mlp", "up", "kernel")] = ((hf + "mlp.gate_proj.weight", hf + "mlp.up_proj.weight"), _concat_t)
+        m[(*ours, "mlp", "up", "kernel")] = (
+            (hf + "mlp.gate_proj.weight", hf + "mlp.up_proj.weight"),
+            _concat_t,
+        )
         m[(*ours, "mlp", "down", "kernel")] = ((hf + "mlp.down_proj.weight",), _t)
         if cfg.mlp_bias:
-            m[(*ours, "mlp", "up", "bias")] = ((hf + "mlp.gate_proj.bias", hf + "mlp.up_proj.bias"), _concat)
+            m[(*ours, "mlp", "up", "bias")] = (
+                (hf + "mlp.gate_proj.bias", hf + "mlp.up_proj.bias"),
+                _concat,
+            )
             m[(*ours, "mlp", "down", "bias")] = ((hf + "mlp.down_proj.bias",), _identity)
     m[("final_norm", "scale")] = ((p + "norm.weight",), _identity)
     if not cfg.tie_embeddings:

@@ -102,9 +102,15 @@ class MLP(nnx.Module):
         self.gated = cfg.arch == "llama"
         init = nnx.initializers.normal(0.02)
         width = cfg.intermediate_size * (2 if self.gated else 1)
-        self.up = nnx.Linear(cfg.hidden_size, width, use_bias=cfg.mlp_bias, kernel_init=init, rngs=rngs)
+        self.up = nnx.Linear(
+            cfg.hidden_size, width, use_bias=cfg.mlp_bias, kernel_init=init, rngs=rngs
+        )
         self.down = nnx.Linear(
-            cfg.intermediate_size, cfg.hidden_size, use_bias=cfg.mlp_bias, kernel_init=init, rngs=rngs
+            cfg.intermediate_size,
+            cfg.hidden_size,
+            use_bias=cfg.mlp_bias,
+            kernel_init=init,
+            rngs=rngs,
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -183,7 +189,9 @@ class Transformer(nnx.Module):
             query_slots = cache_index + jnp.arange(length)
             key_slots = jnp.arange(cache[0].key.shape[1])
             key_valid = attention_mask
-        mask = (key_slots[None, :] <= query_slots[:, None])[None] & key_valid[:, None, :].astype(bool)
+        mask = (key_slots[None, :] <= query_slots[:, None])[None] & key_valid[:, None, :].astype(
+            bool
+        )
         rope = rotary_tables(positions, self.config.rotary_dim, self.config.rope_theta)
         x = self.embed(tokens)
         new_cache = [] if cache is not None else None
