@@ -104,3 +104,33 @@ def test_export_round_trip(tmp_path):
     for name, value in iter_hf_tensors(model):
         np.testing.assert_array_equal(value, saved[name])
     jax.clear_caches()
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "llama"])
+def test_saved_model_loads_in_transformers(arch, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from gptjax.models.config import ModelConfig
+    from gptjax.models.hf_loading import save_hf_model
+    from gptjax.models.transformer import init_model
+
+    extra = dict(parallel_residual=True, rotary_pct=0.25, attention_bias=True, mlp_bias=True)
+    if arch == "llama":
+        extra = dict(num_kv_heads=2, tie_embeddings=True)
+    cfg = ModelConfig(
+        arch=arch,
+        vocab_size=97,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=4,
+        intermediate_size=64,
+        **extra,
+    )
+    model = init_model(cfg, seed=3)
+    save_hf_model(model, tmp_path)
+    ref = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    ids, mask, _ = _batch(seed=2)
+    with torch.no_grad():
+        ref_logits = ref(input_ids=torch.tensor(ids, dtype=torch.long)).logits.numpy()
+    hidden, _ = model(jnp.asarray(ids))
+    np.testing.assert_allclose(np.asarray(model.unembed(hidden)), ref_logits, atol=1e-4, rtol=0)

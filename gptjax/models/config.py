@@ -199,3 +199,46 @@ def pythia_style(
     )
     base.update(overrides)
     return ModelConfig(**base)
+
+
+def to_hf_config(cfg: ModelConfig) -> dict[str, Any]:
+    """A transformers config dict (new spelling) describing the same architecture."""
+    common = dict(
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        intermediate_size=cfg.intermediate_size,
+        max_position_embeddings=cfg.max_position_embeddings,
+        tie_word_embeddings=cfg.tie_embeddings,
+        attention_bias=cfg.attention_bias,
+        bos_token_id=cfg.bos_token_id,
+        eos_token_id=cfg.eos_token_id,
+    )
+    rope = {"rope_theta": cfg.rope_theta, "rope_type": "default"}
+    if cfg.arch == "gpt_neox":
+        if not cfg.mlp_bias:
+            raise ValueError("gpt_neox in transformers always has MLP biases")
+        rope["partial_rotary_factor"] = cfg.rotary_pct
+        return dict(
+            common,
+            model_type="gpt_neox",
+            architectures=["GPTNeoXForCausalLM"],
+            hidden_act="gelu",
+            layer_norm_eps=cfg.norm_eps,
+            use_parallel_residual=cfg.parallel_residual,
+            rope_parameters=rope,
+        )
+    if cfg.rotary_pct != 1.0:
+        raise ValueError("llama in transformers rotates whole heads (rotary_pct must be 1.0)")
+    return dict(
+        common,
+        model_type="llama",
+        architectures=["LlamaForCausalLM"],
+        hidden_act="silu",
+        num_key_value_heads=cfg.kv_heads,
+        head_dim=cfg.dim_per_head,
+        rms_norm_eps=cfg.norm_eps,
+        mlp_bias=cfg.mlp_bias,
+        rope_parameters=rope,
+    )

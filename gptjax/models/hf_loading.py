@@ -249,3 +249,17 @@ def iter_hf_tensors(model: Transformer) -> Iterator[tuple[str, np.ndarray]]:
             parts = [value.reshape(3, h, hd).transpose(1, 0, 2).reshape(-1)]
         for name, part in zip(names, parts, strict=True):
             yield name, np.ascontiguousarray(part)
+
+
+def save_hf_model(model: Transformer, model_dir: str | os.PathLike) -> Path:
+    """Write config.json + model.safetensors that transformers (and load_hf_model) can read."""
+    from safetensors.numpy import save_file
+
+    from gptjax.models.config import to_hf_config
+
+    model_dir = Path(model_dir).expanduser()
+    model_dir.mkdir(parents=True, exist_ok=True)
+    tensors = dict(iter_hf_tensors(model))
+    save_file(tensors, str(model_dir / "model.safetensors"), metadata={"format": "pt"})
+    (model_dir / "config.json").write_text(json.dumps(to_hf_config(model.config), indent=2))
+    return model_dir
