@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -143,7 +144,16 @@ def build_model(
     values = {}
     for path, (names, convert) in mapping.items():
         tensors = [np.asarray(get_tensor(name), dtype=np.float32) for name in names]
-        value = convert(*tensors)
+        try:
+            value = convert(*tensors)
+        except ValueError as err:
+            # A reshape inside a converter (fused or permuted heads) fails on a wrong-shaped
+            # tensor before the shape check below could name it.
+            raise ValueError(
+                f"{source}: tensor {' + '.join(names)} has shape "
+                f"{tuple(t.shape for t in tensors)}, which does not fit "
+                f"{'.'.join(map(str, path))} (expected {tuple(flat[path].value.shape)}): {err}"
+            ) from err
         expected = flat[path].value.shape
         if value.shape != tuple(expected):
             raise ValueError(
@@ -153,7 +163,8 @@ def build_model(
             )
         values[path] = value
     for path, variable in flat.items():
-        variable.value = values[path]
+        # Device arrays, not numpy: a jitted call would otherwise copy every param in each time.
+        variable.value = jnp.asarray(values[path])
     return nnx.merge(graphdef, state)
 
 
