@@ -9,6 +9,7 @@ scored (the first ``start`` values are given to every method).
 * across-run Spearman (LDS-like): per test example, across runs, simulated vs true final
   value; mean over examples. Noisy with few runs.
 
+Steps where ``true`` is NaN (unmeasured) are left out of the MSE / MAE.
 Spearman of a constant vector is undefined: it is NaN, skipped in the means and counted in
 ``final_spearman_nan`` / ``across_run_nan`` so a degenerate predictor is visible.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import warnings
 
 import numpy as np
 from scipy.stats import rankdata
@@ -61,10 +63,13 @@ def evaluate(pred: np.ndarray, true: np.ndarray, start: int = 1) -> dict:
     r, t1, _ = true.shape
     if not 0 <= start < t1:
         raise ValueError(f"start={start} outside 0..{t1 - 1}")
-    err = pred[:, start:] - true[:, start:]
+    # Steps without a true value (metrics measured every few steps) are not scored.
+    seen = np.isfinite(true[:, start:])
+    err = np.where(seen, pred[:, start:] - np.where(seen, true[:, start:], 0.0), 0.0)
+    count = np.maximum(seen.sum(axis=1), 1)
     with np.errstate(over="ignore", invalid="ignore"):
-        mse = np.mean(err**2, axis=1)  # [R, N]
-        mae = np.mean(np.abs(err), axis=1)
+        mse = np.sum(err**2, axis=1) / count  # [R, N]
+        mae = np.sum(np.abs(err), axis=1) / count
     final_rho = spearman(pred[:, -1], true[:, -1], axis=-1)  # [R]
     fs_mean, fs_std, fs_nan = _nanstats(final_rho)
     if r >= 3:
@@ -79,7 +84,7 @@ def evaluate(pred: np.ndarray, true: np.ndarray, start: int = 1) -> dict:
         "across_run_spearman": ar_mean,
         "final_spearman_nan": fs_nan, "across_run_nan": ar_nan,
         "n_runs": int(r), "n_trajectories": int(mse.size),
-        "n_nonfinite": int((~np.isfinite(pred[:, start:])).sum()),
+        "n_nonfinite": int((~np.isfinite(pred[:, start:]) & seen).sum()),
     }
 
 
@@ -97,7 +102,9 @@ def mean_trajectory(train_true: np.ndarray, like: np.ndarray, start: int = 1) ->
     ``like`` ([R, T+1, N], the runs to predict) gives the shape and the given values.
     """
     like = np.asarray(like)
-    mean = np.asarray(train_true, np.float64).mean(axis=0)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN steps stay NaN
+        mean = np.nanmean(np.asarray(train_true, np.float64), axis=0)
     if mean.shape != like.shape[1:]:
         raise ValueError(f"training runs {mean.shape} and target runs {like.shape[1:]} differ")
     pred = np.broadcast_to(mean, like.shape).astype(like.dtype).copy()

@@ -121,7 +121,8 @@ def make_synthetic(*, n_runs: int = 30, n_test: int = 32, n_pool: int = 64, n_un
     # Simulate with noise in float64, history padded with y_0 (the package's convention).
     steps = curricula.shape[1]
     y = np.empty((n_runs, steps + 1, n_test))
-    y[:, 0] = rng.uniform(*y0_range, size=(n_runs, n_test))
+    # The same base model starts every run: y_0 is shared across runs (as in real dynamics).
+    y[:, 0] = rng.uniform(*y0_range, size=n_test)[None, :]
     hist = np.repeat(y[:, 0:1], order, axis=1)  # [K, order, N], newest first
     tab = table.astype(np.float64)
     for t in range(1, steps + 1):

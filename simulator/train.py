@@ -7,6 +7,8 @@ multi-step rollout loss (the reference trains one step ahead but is judged on lo
 rollouts). With ``observe_every = m`` only steps 0, m, 2m, …, T are observed (the paper's
 checkpoint-interval ablation): windows start at observed steps, unroll m steps, and are
 scored where observed; history values at unobserved steps are linearly interpolated.
+Non-finite values in ``y`` at steps where most runs have none are treated the same way
+(generation metrics such as BLEU are measured only every few steps, NaN elsewhere).
 
 AdamW with linear warm-up then linear decay; after every epoch the validation runs are
 rolled out autoregressively from y_0 and the parameters with the lowest all-steps MSE are
@@ -237,26 +239,49 @@ class FittedSimulator:
 
 
 # ---- training ------------------------------------------------------------------------------
-def _prepare(y: np.ndarray, curricula: np.ndarray, runs: np.ndarray, k: int, every: int):
-    """Padded device arrays for window sampling: y, interpolated history, curricula, mask."""
-    yr = np.asarray(y[runs], np.float64)
+def observed_steps(y: np.ndarray, runs: np.ndarray, every: int = 1) -> np.ndarray:
+    """bool [T+1]: steps with a value (finite in most of ``runs``; generation metrics are
+    only measured every few steps, NaN elsewhere) that also fall on the ``every`` grid
+    (0, m, 2m, …, and always T)."""
+    finite = np.isfinite(y[runs]).all(axis=2).mean(axis=0) >= 0.5
+    steps = np.arange(y.shape[1])
+    grid = (steps % max(every, 1) == 0) | (steps == y.shape[1] - 1)
+    obs = finite & grid
+    if not obs[0]:
+        raise ValueError("step 0 (before training) must be observed")
+    return obs
+
+
+def interpolation_matrix(observed: np.ndarray) -> np.ndarray:
+    """[T+1, T+1] W with (W @ y) = y linearly interpolated from the observed steps
+    (held constant after the last one)."""
+    steps = np.arange(len(observed))
+    idx = np.nonzero(observed)[0]
+    w = np.zeros((len(steps), len(steps)))
+    for t in steps:
+        if observed[t] or t > idx[-1]:
+            w[t, idx[idx <= t][-1]] = 1.0
+            continue
+        hi = idx[np.searchsorted(idx, t)]
+        lo = idx[idx < t][-1]
+        w[t, lo], w[t, hi] = (hi - t) / (hi - lo), (t - lo) / (hi - lo)
+    return w
+
+
+def _prepare(y: np.ndarray, curricula: np.ndarray, runs: np.ndarray, k: int,
+             observed: np.ndarray):
+    """Padded device arrays for window sampling: y (0 where unobserved), history
+    (interpolated where unobserved), curricula, observation mask; and the window starts."""
+    yr = np.where(observed[None, :, None], np.asarray(y[runs], np.float64), 0.0)
     cr = np.asarray(curricula[runs], np.int32)
-    _, t1, n = yr.shape
-    steps = np.arange(t1)
-    observed = (steps % every == 0) | (steps == t1 - 1)
-    # History at unobserved steps: linear interpolation between observed ones.
-    y_hist = yr.copy()
-    if not observed.all():
-        for r in range(len(runs)):
-            for j in range(n):
-                y_hist[r, :, j] = np.interp(steps, steps[observed], yr[r, observed, j])
+    y_hist = np.einsum("ts,ksn->ktn", interpolation_matrix(observed), yr)
     pad = k - 1
     y_pad = np.pad(yr, ((0, 0), (0, pad), (0, 0)))
     c_pad = np.pad(cr, ((0, 0), (0, pad), (0, 0)), constant_values=-1)
     obs_pad = np.pad(observed, (0, pad)).astype(np.float32)
     starts = np.nonzero(observed[:-1])[0] + 1  # t0 such that t0 - 1 is observed
     return (jnp.asarray(y_pad, jnp.float32), jnp.asarray(y_hist, jnp.float32),
-            jnp.asarray(c_pad), jnp.asarray(obs_pad)), starts, observed
+            jnp.asarray(c_pad), jnp.asarray(obs_pad)), starts
 
 
 def _window_loss(model, data, feats, idx, *, k, order, batch_reduce, pad, mode):
@@ -311,10 +336,14 @@ def _host_copy(tree):
 
 
 def _valid_runs(runs, y, valid) -> np.ndarray:
+    """Runs not marked invalid whose values are finite wherever most runs have values."""
     runs = np.asarray(list(runs), np.int64)
-    ok = np.isfinite(y[runs]).reshape(len(runs), -1).all(1)
     if valid is not None:
-        ok &= np.asarray(valid, bool)[runs]
+        runs = runs[np.asarray(valid, bool)[runs]]
+    if len(runs) == 0:
+        return runs
+    steps = np.isfinite(y[runs]).all(axis=2).mean(axis=0) >= 0.5
+    ok = np.isfinite(y[runs][:, steps]).reshape(len(runs), -1).all(1)
     return runs[ok]
 
 
@@ -349,11 +378,14 @@ def fit(model_kind: str, curricula: np.ndarray, y: np.ndarray, train_features: n
         val_runs = train_runs
     order = cfg.order if model_kind == "gptfluence" else 1
     every = max(1, cfg.observe_every)
-    k = max(cfg.rollout_k, every)
+    observed = observed_steps(y, np.concatenate([train_runs, val_runs]), every)
+    # A window must reach the next observed step: K ≥ the largest gap between observations.
+    gap = int(np.diff(np.nonzero(observed)[0]).max()) if observed.sum() > 1 else 1
+    k = max(cfg.rollout_k, gap)
 
     model = build_model(model_kind, cfg, dim, n_pool, n_test, bsz)
     graphdef, params = nnx.split(model, nnx.Param)
-    data, starts, observed = _prepare(y, curricula, train_runs, k, every)
+    data, starts = _prepare(y, curricula, train_runs, k, observed)
     tr = jnp.zeros((1, 1)) if train_features is None else jnp.asarray(train_features, jnp.float32)
     te = jnp.zeros((1, 1)) if test_features is None else jnp.asarray(test_features, jnp.float32)
 
@@ -378,7 +410,7 @@ def fit(model_kind: str, curricula: np.ndarray, y: np.ndarray, train_features: n
                            pad=cfg.pad, mode=mode)
 
     val_used, val_curr = rl.compact_ids(curricula[val_runs])
-    val_y = y[val_runs]
+    val_y = jnp.asarray(np.where(observed[None, :, None], y[val_runs], 0.0))
     val_mask = jnp.asarray(observed[1:], jnp.float32)
     val_args = (tr, te, jnp.asarray(val_used), jnp.arange(n_test, dtype=jnp.int32),
                 jnp.asarray(val_curr), jnp.asarray(val_y[:, :1]))
