@@ -66,3 +66,50 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     bos = _find_token(backend, ["<s>", "<|im_start|>", "<bos>"])
     pad = _find_token(backend, ["<|padding|>", "<pad>", "[PAD]"])
     return Tokenizer(backend=backend, eos_id=eos, pad_id=eos if pad is None else pad, bos_id=bos)
+
+
+@dataclass
+class CompactTokenizer:
+    """A tokenizer restricted to the token ids that occur in a known set of texts.
+
+    Ids are renumbered densely (0..V'-1), so a small model trained from scratch on a small
+    task (the demo) need not carry a 50k-row embedding and unembedding. Tokens outside the
+    set map to ``unk_id``. Text round-trips exactly for the texts it was built from.
+    """
+
+    base: Tokenizer
+    base_ids: list[int]  # compact id -> base id
+
+    def __post_init__(self):
+        self._to_compact = {b: i for i, b in enumerate(self.base_ids)}
+        for special in (self.base.eos_id, self.base.pad_id):
+            if special not in self._to_compact:
+                raise ValueError("CompactTokenizer: base_ids must include eos and pad ids")
+        self.eos_id = self._to_compact[self.base.eos_id]
+        self.pad_id = self._to_compact[self.base.pad_id]
+        self.unk_id = self.pad_id
+        self.bos_id = None
+
+    @classmethod
+    def from_texts(cls, base: Tokenizer, texts: list[str]) -> CompactTokenizer:
+        ids = {base.eos_id, base.pad_id}
+        for encoded in base.encode_batch(list(texts)):
+            ids.update(encoded)
+        return cls(base=base, base_ids=sorted(ids))
+
+    def encode(self, text: str) -> list[int]:
+        return [self._to_compact.get(i, self.unk_id) for i in self.base.encode(text)]
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [
+            [self._to_compact.get(i, self.unk_id) for i in ids]
+            for ids in self.base.encode_batch(texts)
+        ]
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        base = [self.base_ids[int(i)] for i in ids if 0 <= int(i) < len(self.base_ids)]
+        return self.base.decode(base, skip_special_tokens=skip_special_tokens)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.base_ids)

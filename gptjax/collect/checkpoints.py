@@ -1,0 +1,62 @@
+"""Read back the per-run parameter checkpoints that collection saved (for TracIn)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from gptjax import store
+from gptjax.models.transformer import Transformer
+
+
+def params_reader(
+    workdir: str | Path, base_model: Transformer
+) -> tuple[Callable[[int, int], Any], Callable[[int], list[int]]]:
+    """(params_at(run, step) -> nnx.State, saved_steps(run) -> sorted steps).
+
+    Step 0 is the base model even when it was not saved. Checkpoints that hold only some
+    parameters (collect.save_params_regex) are completed from the base model.
+    """
+    workdir = Path(workdir)
+    _, base_state = nnx.split(base_model)
+
+    def saved_steps(run: int) -> list[int]:
+        folder = store.checkpoint_dir(workdir, run)
+        if not folder.is_dir():
+            return [0]
+        with ocp.CheckpointManager(folder.resolve()) as manager:
+            return sorted({0, *manager.all_steps()})
+
+    def params_at(run: int, step: int) -> Any:
+        folder = store.checkpoint_dir(workdir, run)
+        if step == 0 and not (folder / "0").exists():
+            return base_state
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"run {run} has no saved parameters ({folder}); collect with "
+                "collect.save_params set (e.g. 'all' or 'evenly:10')"
+            )
+        regex = store.read_run(workdir, run).meta["spec"]["save_params_regex"]
+        target = filter_params(base_state, regex)
+        with ocp.CheckpointManager(folder.resolve()) as manager:
+            if step not in manager.all_steps():
+                raise FileNotFoundError(
+                    f"run {run}: no checkpoint at step {step} (saved: {manager.all_steps()})"
+                )
+            saved = manager.restore(step, args=ocp.args.StandardRestore(target))
+        return nnx.State.merge(base_state, saved) if regex else saved
+
+    return params_at, saved_steps
+
+
+def filter_params(params: Any, regex: str) -> Any:
+    """The parameters whose dotted path matches regex ("" = all of them)."""
+    if not regex:
+        return params
+    pattern = re.compile(regex)
+    return params.filter(lambda path, _: bool(pattern.search(".".join(map(str, path)))))

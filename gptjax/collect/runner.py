@@ -1,0 +1,293 @@
+"""Collect training dynamics: K short fine-tuning runs, each evaluated on every test example
+after every step, vmapped over the runs that share a device and sharded over devices.
+
+Runs are processed in fixed *groups* of G = runs_per_device x local devices (the last group
+is padded with copies that are thrown away). A group's composition depends only on the
+config, so recomputing an interrupted group gives bit-identical numbers; each finished run is
+written atomically, and a second invocation skips every run already on disk. With several
+processes (jax.distributed), process p owns groups p, p + P, ...: it computes and writes only
+those, on its local devices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+from tqdm.auto import tqdm
+
+from gptjax import store
+from gptjax.collect.checkpoints import filter_params
+from gptjax.collect.curricula import draw_curriculum, steps_per_run
+from gptjax.collect.train_step import (
+    TOKEN_FIELDS,
+    eval_losses,
+    make_optimizer,
+    make_run_step,
+    make_schedule,
+)
+from gptjax.models.transformer import Transformer
+
+# extra_eval(graphdef, stacked_params, step) -> {metric name: float32 [G, N]}
+ExtraEval = Callable[[nnx.GraphDef, Any, int], dict[str, np.ndarray]]
+
+
+@dataclasses.dataclass(frozen=True)
+class CollectSpec:
+    seed: int
+    num_runs: int
+    subset_size: int
+    batch_size: int
+    epochs: int
+    learning_rate: float
+    warmup_steps: int = 0
+    end_lr_factor: float = 0.0
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.001
+    eval_chunk: int = 64
+    runs_per_device: int = 4
+    save_steps: tuple[int, ...] = ()  # steps whose parameters are checkpointed (TracIn)
+    save_params_regex: str = ""  # only parameters whose path matches ("" = all)
+    unseen_runs: int = 0  # the last `unseen_runs` runs also draw from the unseen pool
+
+    @property
+    def num_steps(self) -> int:
+        return steps_per_run(self.subset_size, self.batch_size, self.epochs)
+
+
+def parse_save_steps(rule: str, num_steps: int) -> tuple[int, ...]:
+    """'none' | 'all' | 'every:m' | 'evenly:k' (k checkpoints, the last at T) | '3,10,20'."""
+    rule = str(rule).strip()
+    if rule in ("", "none"):
+        return ()
+    if rule == "all":
+        return tuple(range(num_steps + 1))
+    if rule.startswith("every:"):
+        m = int(rule.split(":", 1)[1])
+        return tuple(sorted(set(range(0, num_steps + 1, m)) | {num_steps}))
+    if rule.startswith("evenly:"):
+        k = int(rule.split(":", 1)[1])
+        return tuple(sorted({int(round(x)) for x in np.linspace(0, num_steps, k + 1)[:-1]}))
+    try:
+        steps = tuple(sorted({int(s) for s in rule.split(",")}))
+    except ValueError:
+        raise ValueError(
+            f"collect.save_params: {rule!r} is not none | all | every:m | evenly:k | a,b,c"
+        ) from None
+    bad = [s for s in steps if not 0 <= s <= num_steps]
+    if bad:
+        raise ValueError(f"collect.save_params: steps {bad} are outside 0..{num_steps}")
+    return steps
+
+
+def run_candidates(spec: CollectSpec, run: int, pool_size: int, unseen_size: int) -> np.ndarray:
+    if run >= spec.num_runs - spec.unseen_runs and unseen_size:
+        return np.arange(pool_size + unseen_size)
+    return np.arange(pool_size)
+
+
+def owned_groups(num_runs: int, group_size: int, process: int, num_processes: int) -> list:
+    groups = [list(range(s, min(s + group_size, num_runs))) for s in range(0, num_runs, group_size)]
+    return [g for i, g in enumerate(groups) if i % num_processes == process]
+
+
+class _CheckpointWriter:
+    """Orbax CheckpointManager per run; step numbers are training steps (0 = base)."""
+
+    def __init__(self, workdir: Path, runs: list[int], spec: CollectSpec):
+        self.spec = spec
+        self.managers = {}
+        for run in runs:
+            folder = store.checkpoint_dir(workdir, run)
+            shutil.rmtree(folder, ignore_errors=True)  # left by an interrupted attempt
+            self.managers[run] = ocp.CheckpointManager(
+                folder.resolve(), options=ocp.CheckpointManagerOptions(create=True)
+            )
+        self.bytes_per_checkpoint = 0
+
+    def save(self, stacked_params: Any, step: int, runs: list[int]) -> None:
+        host = jax.device_get(filter_params(stacked_params, self.spec.save_params_regex))
+        for i, run in enumerate(runs):
+            one = jax.tree.map(lambda a, i=i: a[i], host)
+            self.bytes_per_checkpoint = sum(a.nbytes for a in jax.tree.leaves(one))
+            self.managers[run].save(step, args=ocp.args.StandardSave(one))
+
+    def close(self) -> None:
+        for manager in self.managers.values():
+            manager.wait_until_finished()
+            manager.close()
+
+
+def collect(
+    workdir: str | Path,
+    spec: CollectSpec,
+    base_model: Transformer,
+    pool_tokens: dict[str, np.ndarray],
+    test_tokens: dict[str, np.ndarray],
+    *,
+    pool_size: int,
+    unseen_size: int = 0,
+    extra_eval: ExtraEval | None = None,
+    extra_eval_every: int = 1,
+    meta: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> list[int]:
+    """Collect every run this process owns that is not on disk yet. Returns the runs written."""
+    workdir = Path(workdir)
+    num_steps = spec.num_steps
+    schedule = make_schedule(spec.learning_rate, num_steps, spec.warmup_steps, spec.end_lr_factor)
+    # optax evaluates the schedule at the update count before incrementing it: step t uses t-1.
+    lrs = np.array([float(schedule(t)) for t in range(num_steps)], np.float32)
+    optimizer = make_optimizer(
+        schedule, b1=spec.b1, b2=spec.b2, eps=spec.eps, weight_decay=spec.weight_decay
+    )
+    graphdef, base_params = nnx.split(base_model)
+    pool = {k: jnp.asarray(pool_tokens[k]) for k in TOKEN_FIELDS}
+    test = {k: jnp.asarray(test_tokens[k]) for k in TOKEN_FIELDS}
+    num_test = test["input_ids"].shape[0]
+
+    devices = jax.local_devices()
+    mesh = Mesh(np.array(devices), ("runs",))
+    group_size = spec.runs_per_device * len(devices)
+    groups = owned_groups(spec.num_runs, group_size, jax.process_index(), jax.process_count())
+    done = store.completed_runs(workdir)
+    todo = [g for g in groups if not set(g) <= done]
+    if not todo:
+        return []
+
+    step_fn = make_run_step(graphdef, optimizer, spec.eval_chunk)
+    sharded_step = jax.jit(
+        jax.shard_map(
+            jax.vmap(step_fn, in_axes=(0, 0, 0, 0, None, None)),
+            mesh=mesh,
+            in_specs=(P("runs"), P("runs"), P("runs"), P("runs"), P(), P()),
+            out_specs=P("runs"),
+        ),
+        donate_argnums=(0, 1),
+    )
+    initial = np.asarray(
+        jax.jit(lambda p: eval_losses(graphdef, p, test, spec.eval_chunk))(base_params)
+    )
+    initial_extra = None
+    runs_sharding = NamedSharding(mesh, P("runs"))
+    tokens_per_step = (
+        float(np.asarray(pool_tokens["attention_mask"]).sum(1).mean()) * spec.batch_size
+    )
+    written = []
+    bar = tqdm(
+        total=len(todo) * num_steps,
+        disable=not progress,
+        unit="step",
+        desc="collect",
+        dynamic_ncols=True,
+    )
+    for group in todo:
+        t_start = time.perf_counter()
+        runs = group + [group[0]] * (group_size - len(group))  # pad: recomputed, discarded
+        subsets, curricula = zip(
+            *[
+                draw_curriculum(
+                    spec.seed,
+                    run,
+                    candidates=run_candidates(spec, run, pool_size, unseen_size),
+                    subset_size=spec.subset_size,
+                    batch_size=spec.batch_size,
+                    epochs=spec.epochs,
+                )
+                for run in runs
+            ],
+            strict=True,
+        )
+        curricula = np.stack(curricula)  # [G, T, B]
+        stack = lambda tree: jax.device_put(
+            jax.tree.map(lambda a: jnp.broadcast_to(a, (group_size, *a.shape)), tree),
+            runs_sharding,
+        )
+        params = stack(base_params)
+        opt_state = stack(optimizer.init(base_params))
+        alive = jax.device_put(jnp.ones(group_size, bool), runs_sharding)
+        writer = _CheckpointWriter(workdir, group, spec) if spec.save_steps else None
+        if writer and 0 in spec.save_steps:
+            writer.save(params, 0, group)
+        y = np.full((group_size, num_steps + 1, num_test), np.nan, np.float32)
+        y[:, 0] = initial
+        extra: dict[str, np.ndarray] = {}
+        if extra_eval is not None:
+            if initial_extra is None:
+                initial_extra = extra_eval(graphdef, params, 0)
+            for name, values in initial_extra.items():
+                extra[name] = np.full((group_size, num_steps + 1, num_test), np.nan, np.float32)
+                extra[name][:, 0] = values
+        train_loss = np.zeros((group_size, num_steps), np.float32)
+        alive_host = np.ones(group_size, bool)
+        failed_step = np.full(group_size, -1)
+        for t in range(1, num_steps + 1):
+            ids = jax.device_put(jnp.asarray(curricula[:, t - 1]), runs_sharding)
+            params, opt_state, alive, loss, losses = sharded_step(
+                params, opt_state, alive, ids, pool, test
+            )
+            alive_now = np.asarray(alive)
+            failed_step[alive_host & ~alive_now] = t
+            alive_host = alive_now
+            train_loss[:, t - 1] = np.asarray(loss)
+            y[:, t] = np.asarray(losses)
+            if extra_eval is not None and (t % extra_eval_every == 0 or t == num_steps):
+                for name, values in extra_eval(graphdef, params, t).items():
+                    extra[name][:, t] = np.where(alive_host[:, None], values, np.nan)
+            if writer and t in spec.save_steps:
+                writer.save(params, t, group)
+            elapsed = time.perf_counter() - t_start
+            bar.update(1)
+            bar.set_postfix(
+                runs=f"{group[0]}-{group[-1]}/{spec.num_runs}",
+                tok_s=f"{tokens_per_step * group_size * t / elapsed:,.0f}",
+            )
+        if writer:
+            writer.close()
+        wall = time.perf_counter() - t_start
+        for i, run in enumerate(group):
+            if run in done:
+                continue
+            status = "ok" if alive_host[i] else "diverged"
+            if status != "ok":
+                tqdm.write(
+                    f"run {run}: loss became NaN/inf at step {failed_step[i]}; "
+                    "stopped and marked invalid in the store (the other runs continue)"
+                )
+            run_meta = dict(meta or {})
+            run_meta.update(
+                run=run,
+                seed=spec.seed,
+                status=status,
+                failed_step=int(failed_step[i]),
+                spec=dataclasses.asdict(spec),
+                saved_steps=list(spec.save_steps),
+                bytes_per_checkpoint=writer.bytes_per_checkpoint if writer else 0,
+            )
+            metrics = {"loss": y[i]} | {name: v[i] for name, v in extra.items()}
+            record = store.RunRecord(
+                curricula[i], subsets[i], lrs, train_loss[i], metrics, run_meta
+            )
+            store.write_run(workdir, run, record)
+            timing = {"wall_s": wall, "group": group, "devices": len(devices)}
+            store.atomic_write_bytes(
+                store.run_file(workdir, run).with_suffix(".timing.json"),
+                json.dumps(timing).encode(),
+            )
+            written.append(run)
+    bar.close()
+    return written

@@ -1,0 +1,86 @@
+"""Pure, jittable fine-tuning and evaluation steps of one run; `collect` vmaps and shards them.
+
+State is an nnx.State of parameters plus an optax state; the model is rebuilt from a fixed
+graphdef inside the step (nnx.merge), so the step is a function of arrays only and can be
+vmapped over stacked runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from gptjax.models.scoring import per_example_loss
+
+TOKEN_FIELDS = ("input_ids", "attention_mask", "target_pos", "target_ids", "target_mask")
+
+
+def make_schedule(
+    learning_rate: float, total_steps: int, warmup_steps: int = 0, end_factor: float = 0.0
+) -> optax.Schedule:
+    """Linear warm-up from 0 (optional) then linear decay to end_factor * lr at step T."""
+    decay = optax.linear_schedule(
+        learning_rate, learning_rate * end_factor, max(total_steps - warmup_steps, 1)
+    )
+    if warmup_steps <= 0:
+        return decay
+    warm = optax.linear_schedule(0.0, learning_rate, warmup_steps)
+    return optax.join_schedules([warm, decay], [warmup_steps])
+
+
+def make_optimizer(
+    schedule: optax.Schedule, *, b1: float, b2: float, eps: float, weight_decay: float
+) -> optax.GradientTransformation:
+    return optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
+
+
+def _loss_of(graphdef: nnx.GraphDef, params: Any, tokens: dict[str, jax.Array]) -> jax.Array:
+    model = nnx.merge(graphdef, params)
+    return per_example_loss(model, *(tokens[k] for k in TOKEN_FIELDS))
+
+
+def eval_losses(
+    graphdef: nnx.GraphDef, params: Any, test_tokens: dict[str, jax.Array], chunk: int
+) -> jax.Array:
+    """Per-example target loss of every test example, [N], evaluated `chunk` at a time."""
+    n = test_tokens["input_ids"].shape[0]
+    if n <= chunk:
+        return _loss_of(graphdef, params, test_tokens)
+    pad = -n % chunk
+    padded = jax.tree.map(lambda a: jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)), test_tokens)
+    blocks = jax.tree.map(lambda a: a.reshape(-1, chunk, *a.shape[1:]), padded)
+    losses = jax.lax.map(lambda blk: _loss_of(graphdef, params, blk), blocks)
+    return losses.reshape(-1)[:n]
+
+
+def make_run_step(
+    graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, eval_chunk: int
+) -> Callable:
+    """step(params, opt_state, alive, batch_ids, pool_tokens, test_tokens) for ONE run.
+
+    Returns (params, opt_state, alive, train_loss, test_losses [N]). A run whose training
+    loss, gradients or evaluation become non-finite stops: its parameters are frozen and
+    `alive` turns False, so one diverging run in a vmapped group cannot affect the others.
+    """
+
+    def step(params, opt_state, alive, batch_ids, pool_tokens, test_tokens):
+        batch = jax.tree.map(lambda a: a[batch_ids], pool_tokens)
+        loss, grads = jax.value_and_grad(lambda p: _loss_of(graphdef, p, batch).mean())(params)
+        updates, new_opt_state = optimizer.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        grads_finite = jnp.all(
+            jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
+        )
+        test_losses = eval_losses(graphdef, new_params, test_tokens, eval_chunk)
+        ok = alive & jnp.isfinite(loss) & grads_finite & jnp.all(jnp.isfinite(test_losses))
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+        params, opt_state = keep(new_params, params), keep(new_opt_state, opt_state)
+        test_losses = jnp.where(ok, test_losses, jnp.nan)
+        return params, opt_state, ok, loss, test_losses
+
+    return step
