@@ -77,9 +77,11 @@ def evaluate(pred: np.ndarray, true: np.ndarray, start: int = 1) -> dict:
         ar_mean, _, ar_nan = _nanstats(across)
     else:  # a rank correlation over fewer than 3 runs carries no information
         ar_mean, ar_nan = math.nan, true.shape[2]
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverged rollout: inf/nan, reported
+        mse_mean, mse_std = float(np.mean(mse)), float(np.std(mse))
+        mae_mean, mae_std = float(np.mean(mae)), float(np.std(mae))
     return {
-        "mse_mean": float(np.mean(mse)), "mse_std": float(np.std(mse)),
-        "mae_mean": float(np.mean(mae)), "mae_std": float(np.std(mae)),
+        "mse_mean": mse_mean, "mse_std": mse_std, "mae_mean": mae_mean, "mae_std": mae_std,
         "final_spearman_mean": fs_mean, "final_spearman_std": fs_std,
         "across_run_spearman": ar_mean,
         "final_spearman_nan": fs_nan, "across_run_nan": ar_nan,

@@ -81,7 +81,7 @@ def make_synthetic(*, n_runs: int = 30, n_test: int = 32, n_pool: int = 64, n_un
                    batch_size: int = 4, dim: int = 16, order: int = 1,
                    batch_reduce: str = "sum", alpha_sum: float = 0.95,
                    alpha_spread: float = 0.08, beta_mean: float = 0.05,
-                   beta_spread: float = 0.1, y0_range: tuple[float, float] = (1.0, 3.0),
+                   beta_spread: float = 0.15, y0_range: tuple[float, float] = (1.0, 3.0),
                    process_noise: float = 0.02, obs_noise: float = 0.0, n_harmful: int = 0,
                    harm: float = 0.3, n_invalid: int = 0, true_hidden: int = 8,
                    seed: int = 0) -> SyntheticDynamics:
