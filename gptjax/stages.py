@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import jax
 import ml_collections
 import numpy as np
 
@@ -69,22 +70,26 @@ def _check_workdir_config(config: ml_collections.ConfigDict, workdir: Path) -> N
                 f"workdir {workdir} holds runs collected with another config (differs at "
                 f"{', '.join(differ[:5])}); use a new --workdir or restore those values"
             )
-    store.atomic_write_json(path, current)
+    if jax.process_index() == 0:
+        store.atomic_write_json(path, current)
 
 
 def load_base_model(
     config: ml_collections.ConfigDict, pools: Pools | None = None
 ) -> tuple[Transformer, Any]:
     """(model, tokenizer) as the config's model section describes."""
-    from gptjax import models, paths
-    from gptjax.models.tokenizer import CompactTokenizer
+    from gptjax import paths
+    from gptjax.models.tokenizer import CompactTokenizer, load_tokenizer
+    from gptjax.models.transformer import init_model
 
     m = config.model
     if m.source != "init":
         if m.compact_vocab:
             raise ValueError("config key 'model.compact_vocab' applies to source 'init' only")
-        return models.load_model(m.source, m.path, tokenizer=m.tokenizer or None)
-    tokenizer = models.load_tokenizer(m.tokenizer or paths.pythia_tokenizer())
+        from gptjax.models import load_model
+
+        return load_model(m.source, m.path, tokenizer=m.tokenizer or None)
+    tokenizer = load_tokenizer(m.tokenizer or paths.pythia_tokenizer())
     vocab_size = m.vocab_size
     if m.compact_vocab:
         if pools is None:
@@ -111,7 +116,7 @@ def load_base_model(
         max_position_embeddings=max(2048, config.data.max_len),
         eos_token_id=tokenizer.eos_id,
     )
-    return models.init_model(cfg, seed=m.init_seed), tokenizer
+    return init_model(cfg, seed=m.init_seed), tokenizer
 
 
 def _tokenize(examples, tokenizer, max_len: int) -> TokenizedExamples:
@@ -143,9 +148,10 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | Path) -> Prepared:
     )
     model, tokenizer = load_base_model(config, pools)
     model_dir = workdir / "model"
+    primary = jax.process_index() == 0  # with several processes, one writes shared files
     if (model_dir / "config.json").is_file():
         model = restore_model(model_dir)  # the exact base every run of this workdir started from
-    else:
+    elif primary:
         save_model(model, model_dir)
     prep = Prepared(
         pools=pools,
@@ -154,7 +160,8 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | Path) -> Prepared:
         test_tokens=_tokenize(pools.test, tokenizer, d.max_len),
         model=model,
     )
-    _write_pools(workdir, pools)
+    if primary:
+        _write_pools(workdir, pools)
     return prep
 
 
@@ -270,9 +277,9 @@ def simulate_stage(
 def baselines_stage(
     config: ml_collections.ConfigDict, workdir: str | Path, prep: Prepared
 ) -> dict[str, Any]:
-    from baselines.stage import run_baselines
     from flax import nnx
 
+    from baselines.stage import run_baselines
     from gptjax.collect.checkpoints import params_reader
 
     workdir = Path(workdir)

@@ -29,7 +29,7 @@ def params_reader(
         folder = store.checkpoint_dir(workdir, run)
         if not folder.is_dir():
             return [0]
-        with ocp.CheckpointManager(folder.resolve()) as manager:
+        with ocp.CheckpointManager(folder.resolve(), options=_read_options()) as manager:
             return sorted({0, *manager.all_steps()})
 
     def params_at(run: int, step: int) -> Any:
@@ -43,7 +43,7 @@ def params_reader(
             )
         regex = store.read_run(workdir, run).meta["spec"]["save_params_regex"]
         target = filter_params(base_state, regex)
-        with ocp.CheckpointManager(folder.resolve()) as manager:
+        with ocp.CheckpointManager(folder.resolve(), options=_read_options()) as manager:
             if step not in manager.all_steps():
                 raise FileNotFoundError(
                     f"run {run}: no checkpoint at step {step} (saved: {manager.all_steps()})"
@@ -52,6 +52,14 @@ def params_reader(
         return nnx.State.merge(base_state, saved) if regex else saved
 
     return params_at, saved_steps
+
+
+def _read_options() -> ocp.CheckpointManagerOptions:
+    from gptjax.collect.runner import this_process_only
+
+    return ocp.CheckpointManagerOptions(
+        create=False, read_only=True, multiprocessing_options=this_process_only()
+    )
 
 
 def filter_params(params: Any, regex: str) -> Any:

@@ -105,6 +105,15 @@ def owned_groups(num_runs: int, group_size: int, process: int, num_processes: in
     return [g for i, g in enumerate(groups) if i % num_processes == process]
 
 
+def this_process_only() -> ocp.options.MultiprocessingOptions:
+    """Orbax options for files that one process writes alone (its own runs): no barriers
+    with the other processes, which are busy with other runs."""
+    me = jax.process_index()
+    return ocp.options.MultiprocessingOptions(
+        primary_host=me, active_processes={me}, barrier_sync_key_prefix=f"process{me}"
+    )
+
+
 class _CheckpointWriter:
     """Orbax CheckpointManager per run; step numbers are training steps (0 = base)."""
 
@@ -114,8 +123,12 @@ class _CheckpointWriter:
         for run in runs:
             folder = store.checkpoint_dir(workdir, run)
             shutil.rmtree(folder, ignore_errors=True)  # left by an interrupted attempt
+            folder.mkdir(parents=True)  # Orbax cannot create it with active_processes set
             self.managers[run] = ocp.CheckpointManager(
-                folder.resolve(), options=ocp.CheckpointManagerOptions(create=True)
+                folder.resolve(),
+                options=ocp.CheckpointManagerOptions(
+                    create=False, multiprocessing_options=this_process_only()
+                ),
             )
         self.bytes_per_checkpoint = 0
 

@@ -1,0 +1,223 @@
+"""Collection: determinism, vmap = one by one, devices, processes, resume, store round trips."""
+
+from __future__ import annotations
+
+import os
+import runpy
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gptjax import gptdynamics, stages, store
+from gptjax.collect.curricula import draw_curriculum
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = REPO / "tests" / "configs" / "tiny.py"
+
+
+def tiny_config(**overrides):
+    cfg = runpy.run_path(str(TINY))["get_config"]()
+    for key, value in overrides.items():
+        section, name = key.split(".")
+        cfg[section][name] = value
+    return cfg
+
+
+def collect_in_process(workdir: Path, **overrides) -> store.Dynamics:
+    cfg = tiny_config(**overrides)
+    prep = stages.prepare(cfg, workdir)
+    stages.collect_stage(cfg, workdir, prep)
+    return store.load_dynamics(workdir, cfg.collect.num_runs)
+
+
+def cli(workdir: Path, *args: str, env: dict | None = None, **popen) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "gptjax.main", f"--config={TINY}", f"--workdir={workdir}", *args]
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.Popen(cmd, cwd=REPO, env=full_env, **popen)
+
+
+def run_bytes(workdir: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((workdir / "runs").glob("run_*.npz"))}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[Path, store.Dynamics]:
+    workdir = tmp_path_factory.mktemp("reference")
+    return workdir, collect_in_process(workdir)
+
+
+def test_curriculum_is_a_function_of_seed_and_run():
+    a = draw_curriculum(3, 5, candidates=np.arange(20), subset_size=8, batch_size=2, epochs=3)
+    b = draw_curriculum(3, 5, candidates=np.arange(20), subset_size=8, batch_size=2, epochs=3)
+    c = draw_curriculum(3, 6, candidates=np.arange(20), subset_size=8, batch_size=2, epochs=3)
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[1], c[1])
+    subset, curriculum = a
+    assert curriculum.shape == (12, 2)
+    for epoch in np.split(curriculum.reshape(-1), 3):  # each epoch is the subset, reshuffled
+        np.testing.assert_array_equal(np.sort(epoch), subset)
+
+
+def test_store_shapes_and_learning(reference):
+    _, dyn = reference
+    cfg = tiny_config()
+    k, t, b = cfg.collect.num_runs, 8, cfg.collect.batch_size
+    assert dyn.curricula.shape == (k, t, b)
+    assert dyn.metrics["loss"].shape == (k, t + 1, cfg.data.test_size)
+    assert dyn.valid.all()
+    assert np.isfinite(dyn.metrics["loss"]).all()
+    # Every run starts from the same base model, and fine-tuning lowers the test loss.
+    np.testing.assert_array_equal(
+        dyn.metrics["loss"][:, 0], dyn.metrics["loss"][:1, 0].repeat(k, 0)
+    )
+    assert (dyn.metrics["loss"][:, -1].mean(1) < dyn.metrics["loss"][:, 0].mean(1)).all()
+    # lr follows the linear decay that the optimiser used, ending near 0.
+    assert dyn.lr[0, 0] == pytest.approx(cfg.collect.learning_rate)
+    assert np.all(np.diff(dyn.lr[0]) < 0)
+
+
+def test_same_config_gives_bit_identical_store(reference, tmp_path):
+    workdir, _ = reference
+    collect_in_process(tmp_path)
+    assert run_bytes(tmp_path) == run_bytes(workdir)
+
+
+def test_vmap_over_runs_equals_runs_one_by_one(reference, tmp_path):
+    _, dyn = reference
+    one_by_one = collect_in_process(tmp_path, **{"collect.runs_per_device": 1})
+    np.testing.assert_array_equal(one_by_one.curricula, dyn.curricula)
+    np.testing.assert_allclose(one_by_one.metrics["loss"], dyn.metrics["loss"], atol=1e-5, rtol=0)
+
+
+def test_eight_fake_devices_equal_one(reference, tmp_path):
+    _, dyn = reference
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    proc = cli(tmp_path, "--config.collect.runs_per_device=1", env=env)
+    assert proc.wait(timeout=300) == 0
+    eight = store.load_dynamics(tmp_path)
+    assert store.read_run(tmp_path, 0).meta["spec"]["runs_per_device"] == 1
+    timing = (tmp_path / "runs" / "run_00000.timing.json").read_text()
+    assert '"devices": 8' in timing
+    np.testing.assert_allclose(eight.metrics["loss"], dyn.metrics["loss"], atol=1e-5, rtol=0)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_distributed_collection_equals_one_process(reference, tmp_path):
+    workdir, _ = reference
+    port = _free_port()
+    procs = [
+        cli(
+            tmp_path,
+            "--distributed",
+            f"--coordinator=127.0.0.1:{port}",
+            "--num_processes=2",
+            f"--process_id={i}",
+            env={"JAX_PLATFORMS": "cpu"},
+        )
+        for i in range(2)
+    ]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    assert run_bytes(tmp_path) == run_bytes(workdir)
+    owners = {store.read_run(tmp_path, k).meta["run"] for k in range(6)}
+    assert owners == set(range(6))
+
+
+def test_kill_and_resume_gives_the_same_store(reference, tmp_path):
+    workdir, _ = reference
+    proc = cli(tmp_path, env={"JAX_PLATFORMS": "cpu"})
+    deadline = time.monotonic() + 300
+    while not store.completed_runs(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = store.completed_runs(tmp_path)
+    assert partial and len(partial) < 6, "the kill should land mid-collection"
+    before = {name: data for name, data in run_bytes(tmp_path).items()}
+    assert cli(tmp_path, env={"JAX_PLATFORMS": "cpu"}).wait(timeout=300) == 0
+    after = run_bytes(tmp_path)
+    assert all(after[name] == data for name, data in before.items())  # nothing rewritten
+    assert after == run_bytes(workdir)
+
+
+def test_gptdynamics_round_trip_is_exact(reference, tmp_path):
+    _, dyn = reference
+    gptdynamics.export_dynamics(dyn, tmp_path / "export")
+    back = gptdynamics.import_dynamics(tmp_path / "export")
+    np.testing.assert_array_equal(back.curricula, dyn.curricula)
+    assert back.metrics.keys() == dyn.metrics.keys()
+    for name in dyn.metrics:
+        np.testing.assert_array_equal(back.metrics[name], dyn.metrics[name])
+    first = (tmp_path / "export" / "run_0" / "train_samples_id.json").read_text().splitlines()[0]
+    assert first.startswith('{"step": 1, "samples_id": [')
+
+
+def test_gptdynamics_import_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train_samples_id.json"):
+        gptdynamics.import_run(tmp_path)
+    (tmp_path / "train_samples_id.json").write_text('{"step": 1, "samples_id": [0]}\nnot json\n')
+    with pytest.raises(ValueError, match="line 2"):
+        gptdynamics.import_run(tmp_path)
+
+
+def test_diverging_run_is_stopped_and_marked(tmp_path, monkeypatch):
+    """A NaN in one pool example's data makes exactly the runs that train on it diverge."""
+    from gptjax.tasks import tokenize as tok_mod
+
+    original = tok_mod.tokenize_examples
+
+    def poisoned(examples, tokenizer, **kw):
+        out = original(examples, tokenizer, **kw)
+        if len(examples) == 28:  # the pool (24 + 4 unseen), not the test set
+            out.target_mask = out.target_mask.copy()
+            out.target_mask[3] = np.nan
+        return out
+
+    monkeypatch.setattr(stages, "tokenize_examples", poisoned)
+    dyn = collect_in_process(tmp_path)
+    uses_3 = np.array([3 in c for c in dyn.curricula])
+    assert uses_3.any() and not uses_3.all()
+    np.testing.assert_array_equal(dyn.valid, ~uses_3)
+    for k in np.flatnonzero(uses_3):
+        meta = store.read_run(tmp_path, k).meta
+        first = int(np.argmax((dyn.curricula[k] == 3).any(1))) + 1
+        assert meta["status"] == "diverged" and meta["failed_step"] == first
+        assert np.isnan(dyn.metrics["loss"][k, first:]).all()
+        assert np.isfinite(dyn.metrics["loss"][k, :first]).all()
+    assert np.isfinite(dyn.metrics["loss"][~uses_3]).all()
+
+
+def test_invalid_config_is_rejected_before_any_work(tmp_path):
+    proc = cli(
+        tmp_path / "wd",
+        "--config.collect.batch_size=0",
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "collect.batch_size" in err
+    assert not (tmp_path / "wd").exists()
+
+
+def test_unknown_key_is_named(tmp_path):
+    cfg = tiny_config()
+    cfg.collect.learning_rat = 0.1
+    with pytest.raises(ValueError, match="collect.learning_rat"):
+        stages.prepare(cfg, tmp_path)
+
+
+def test_workdir_refuses_a_different_config(reference, tmp_path):
+    collect_in_process(tmp_path)
+    with pytest.raises(ValueError, match="collect.learning_rate"):
+        stages.prepare(tiny_config(**{"collect.learning_rate": 0.5}), tmp_path)
