@@ -221,3 +221,25 @@ def test_workdir_refuses_a_different_config(reference, tmp_path):
     collect_in_process(tmp_path)
     with pytest.raises(ValueError, match="collect.learning_rate"):
         stages.prepare(tiny_config(**{"collect.learning_rate": 0.5}), tmp_path)
+
+
+def test_generation_metrics_every_m_steps(tmp_path):
+    dyn = collect_in_process(
+        tmp_path,
+        **{
+            "data.task": "demo_gen",
+            "collect.generation_every": 4,
+            "collect.max_new_tokens": 8,
+            "collect.num_runs": 2,
+            "collect.split": "1,0,1",
+            "collect.save_params": "none",
+        },
+    )
+    assert set(dyn.metrics) == {"loss", "bleu", "rougeL"}
+    observed = [0, 4, 8]
+    for name in ("bleu", "rougeL"):
+        y = dyn.metrics[name]
+        assert np.isfinite(y[:, observed]).all()
+        assert np.isnan(np.delete(y, observed, axis=1)).all()  # unobserved steps are NaN
+    assert 0.0 <= np.nanmin(dyn.metrics["bleu"]) and np.nanmax(dyn.metrics["bleu"]) <= 100.0
+    assert 0.0 <= np.nanmin(dyn.metrics["rougeL"]) and np.nanmax(dyn.metrics["rougeL"]) <= 1.0

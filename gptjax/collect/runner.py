@@ -40,8 +40,8 @@ from gptjax.collect.train_step import (
 )
 from gptjax.models.transformer import Transformer
 
-# extra_eval(graphdef, stacked_params, step) -> {metric name: float32 [G, N]}
-ExtraEval = Callable[[nnx.GraphDef, Any, int], dict[str, np.ndarray]]
+# extra_eval(graphdef, stacked_params, step, runs) -> {metric name: float32 [G, N]}
+ExtraEval = Callable[[nnx.GraphDef, Any, int, list[int]], dict[str, np.ndarray]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,7 +195,6 @@ def collect(
     initial = np.asarray(
         jax.jit(lambda p: eval_losses(graphdef, p, test, spec.eval_chunk))(base_params)
     )
-    initial_extra = None
     runs_sharding = NamedSharding(mesh, P("runs"))
     tokens_per_step = (
         float(np.asarray(pool_tokens["attention_mask"]).sum(1).mean()) * spec.batch_size
@@ -240,9 +239,7 @@ def collect(
         y[:, 0] = initial
         extra: dict[str, np.ndarray] = {}
         if extra_eval is not None:
-            if initial_extra is None:
-                initial_extra = extra_eval(graphdef, params, 0)
-            for name, values in initial_extra.items():
+            for name, values in extra_eval(graphdef, params, 0, runs).items():
                 extra[name] = np.full((group_size, num_steps + 1, num_test), np.nan, np.float32)
                 extra[name][:, 0] = values
         train_loss = np.zeros((group_size, num_steps), np.float32)
@@ -259,7 +256,7 @@ def collect(
             train_loss[:, t - 1] = np.asarray(loss)
             y[:, t] = np.asarray(losses)
             if extra_eval is not None and (t % extra_eval_every == 0 or t == num_steps):
-                for name, values in extra_eval(graphdef, params, t).items():
+                for name, values in extra_eval(graphdef, params, t, runs).items():
                     extra[name][:, t] = np.where(alive_host[:, None], values, np.nan)
             if writer and t in spec.save_steps:
                 writer.save(params, t, group)
