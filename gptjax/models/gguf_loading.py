@@ -141,7 +141,7 @@ def gguf_config(file: str | os.PathLike | GGUFFile) -> ModelConfig:
             num_layers=f.get_int(p + "block_count"),
             num_heads=heads,
             num_kv_heads=f.get_int(p + "attention.head_count_kv", heads),
-            head_dim=head_dim,
+            head_dim=None if head_dim == hidden // heads else head_dim,
             intermediate_size=f.get_int(p + "feed_forward_length"),
             rope_theta=float(f.get(p + "rope.freq_base", 10000.0)),
             norm_eps=float(f.get(p + "attention.layer_norm_rms_epsilon", 1e-5)),
