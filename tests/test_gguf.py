@@ -481,3 +481,26 @@ def test_gguf_file_reports_metadata():
         f.tensor("nope")
     assert f.tensor("blk.0.attn_q.weight").shape == (576, 576)
     assert np.isfinite(f.tensor("token_embd.weight")).all()
+
+
+def test_load_model_dispatches_by_source(tmp_path):
+    from gptjax.models import GGUFTokenizer, load_model, save_hf_model
+
+    model = init_model(tiny_config(), seed=5)
+    path = write_gguf(tmp_path / "m.gguf", model)
+    loaded, tok = load_model("gguf", path)
+    assert isinstance(tok, GGUFTokenizer) and tok.eos_id == 2
+    ids = [7, 8, 9]
+    np.testing.assert_array_equal(_logits(loaded, ids), _logits(model, ids))
+    # An HF dir, with the GGUF's tokenizer saved beside it as tokenizer.json.
+    save_hf_model(loaded, tmp_path / "hf")
+    tok.backend.save(str(tmp_path / "hf" / "tokenizer.json"))
+    hf_model, hf_tok = load_model("hf", tmp_path / "hf")
+    assert hf_tok.encode("in the sand") == tok.encode("in the sand")
+    np.testing.assert_allclose(_logits(hf_model, ids), _logits(model, ids), atol=1e-6)
+    # A gptjax (Orbax) dir, with an explicit tokenizer.
+    save_model(loaded, tmp_path / "ours")
+    ours, _ = load_model("gptjax", tmp_path / "ours", tokenizer=tmp_path / "hf")
+    np.testing.assert_array_equal(_logits(ours, ids), _logits(model, ids))
+    with pytest.raises(ValueError, match="unknown model source 'onnx'"):
+        load_model("onnx", path)
