@@ -183,10 +183,15 @@ def load_bert(path: str | os.PathLike | None = None) -> tuple[BertModel, tokeniz
     return model, tok
 
 
+@partial(jax.jit, static_argnames=("graphdef",))
+def _hidden(graphdef, state, ids, mask):
+    return nnx.merge(graphdef, state)(ids, mask)
+
+
 @partial(jax.jit, static_argnames=("graphdef", "pooling", "normalize"))
-def _encode_batch(graphdef, state, ids, mask, *, pooling, normalize):
-    model = nnx.merge(graphdef, state)
-    feats = model.pool(model(ids, mask), mask, pooling)
+def _pool(graphdef, state, hidden, mask, *, pooling, normalize):
+    # Separate from the encoder so that every pooling reuses one compiled forward pass.
+    feats = nnx.merge(graphdef, state).pool(hidden, mask, pooling)
     if normalize:
         feats = feats / jnp.maximum(jnp.linalg.norm(feats, axis=-1, keepdims=True), 1e-12)
     return feats
@@ -227,8 +232,14 @@ def encode_texts(texts: Sequence[str], path: str | os.PathLike | None = None,
     for s in range(0, len(texts), batch_size):
         sel = order[s: s + batch_size]
         ids, mask = tokenize(tok, [texts[i] for i in sel], max_len)
-        out[sel] = np.asarray(_encode_batch(graphdef, state, jnp.asarray(ids), jnp.asarray(mask),
-                                            pooling=pooling, normalize=normalize))
+        # Pad the batch to a power of two (≤ batch_size): few shapes, few compilations.
+        rows = min(batch_size, 1 << max(len(sel) - 1, 0).bit_length())
+        ids = np.pad(ids, ((0, rows - len(sel)), (0, 0)))
+        mask = np.pad(mask, ((0, rows - len(sel)), (0, 0)))
+        ids, mask = jnp.asarray(ids), jnp.asarray(mask)
+        hidden = _hidden(graphdef, state, ids, mask)
+        feats = _pool(graphdef, state, hidden, mask, pooling=pooling, normalize=normalize)
+        out[sel] = np.asarray(feats)[: len(sel)]
     return out
 
 

@@ -53,7 +53,8 @@ def default_config() -> ml_collections.ConfigDict:
     g.batch_size = 128
     g.warmup_steps = 200
     g.epochs = 30
-    g.patience = 5
+    g.min_steps = 2000
+    g.patience = 10
     g.rollout_k = 1
     g.observe_every = 1
     g.grad_clip = 1.0

@@ -10,7 +10,8 @@ scored where observed; history values at unobserved steps are linearly interpola
 Non-finite values in ``y`` at steps where most runs have none are treated the same way
 (generation metrics such as BLEU are measured only every few steps, NaN elsewhere).
 
-AdamW with linear warm-up then linear decay; after every epoch the validation runs are
+AdamW with linear warm-up then linear decay over max(epochs, enough epochs for
+``min_steps`` updates); after every epoch the validation runs are
 rolled out autoregressively from y_0 and the parameters with the lowest all-steps MSE are
 kept (early stopping with ``patience`` epochs), then checkpointed with Orbax.
 """
@@ -61,6 +62,7 @@ class FitConfig:
     batch_size: int = 128
     warmup_steps: int = 200
     epochs: int = 20
+    min_steps: int = 2000  # small data: more epochs until this many optimiser updates
     patience: int = 5
     rollout_k: int = 1
     observe_every: int = 1
@@ -394,7 +396,10 @@ def fit(model_kind: str, curricula: np.ndarray, y: np.ndarray, train_features: n
                                                                      cfg.max_windows_per_epoch)
     mb = min(cfg.batch_size, per_epoch)
     n_batches = per_epoch // mb
-    total = max(1, n_batches * cfg.epochs)
+    # Few windows (small data, sparse observations) make an epoch a handful of updates:
+    # train at least min_steps updates whatever the epoch count says.
+    epochs = max(cfg.epochs, -(-cfg.min_steps // n_batches))
+    total = max(1, n_batches * epochs)
     warm = min(cfg.warmup_steps, total // 2)
     sched = optax.join_schedules(
         [optax.linear_schedule(0.0, cfg.lr, max(warm, 1)),
@@ -428,7 +433,7 @@ def fit(model_kind: str, curricula: np.ndarray, y: np.ndarray, train_features: n
     rng = np.random.default_rng(cfg.seed)
     best, best_val, best_epoch, bad = _host_copy(params), val_mse(params), 0, 0
     history = [{"epoch": 0, "train_loss": None, "val_mse": best_val}]
-    for ep in range(1, cfg.epochs + 1):
+    for ep in range(1, epochs + 1):
         t_start = time.perf_counter()
         sel = rng.permutation(len(grid))[: n_batches * mb]
         params, opt_state, loss = epoch_fn(params, opt_state, data, (tr, te),
