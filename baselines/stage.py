@@ -193,7 +193,7 @@ def run_baselines(
             else:
                 continue  # gradient methods below, sharing gradients between schedules
             rows[method] = evaluate(pred, true, start) | {"seconds": time.perf_counter() - t0}
-            predictions[f"{name}/{method}"] = pred
+            predictions[f"{name}__{method}"] = pred
         results[name] = rows
 
     if grad_methods:
@@ -238,7 +238,7 @@ def run_baselines(
             )
             seconds = time.perf_counter() - t0
             results[name][method] = evaluate(pred, true, start) | {"seconds": seconds}
-            predictions[f"{name}/{method}"] = pred
+            predictions[f"{name}__{method}"] = pred
         # Keep the configured order of methods in the table.
         results[name] = {m: results[name][m] for m in methods if m in results[name]}
 
