@@ -76,7 +76,9 @@ class Attention(nnx.Module):
     ) -> tuple[jax.Array, LayerCache | None]:
         b, length, _ = x.shape
         h, kv, hd = self.num_heads, self.kv_heads, self.head_dim
-        qkv = self.qkv(x)
+        # Linear layers see [tokens, features]: with [B, L, D] the backward weight matmul
+        # contracts two dims (B and L), which XLA:CPU lowers through transposes and a slow dot.
+        qkv = self.qkv(x.reshape(b * length, -1)).reshape(b, length, -1)
         q = qkv[..., : h * hd].reshape(b, length, h, hd)
         k = qkv[..., h * hd : (h + kv) * hd].reshape(b, length, kv, hd)
         v = qkv[..., (h + kv) * hd :].reshape(b, length, kv, hd)
@@ -91,8 +93,8 @@ class Attention(nnx.Module):
         scores = jnp.einsum("blkgd,bskd->bkgls", q, k) / jnp.sqrt(hd).astype(q.dtype)
         scores = jnp.where(mask[:, None, None], scores.astype(jnp.float32), _MASK_VALUE)
         probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-        attn = jnp.einsum("bkgls,bskd->blkgd", probs, v).reshape(b, length, h * hd)
-        return self.out(attn), cache
+        attn = jnp.einsum("bkgls,bskd->blkgd", probs, v).reshape(b * length, h * hd)
+        return self.out(attn).reshape(b, length, -1), cache
 
 
 class MLP(nnx.Module):
@@ -114,13 +116,14 @@ class MLP(nnx.Module):
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        hidden = self.up(x)
+        shape = x.shape
+        hidden = self.up(x.reshape(-1, shape[-1]))  # [tokens, features]: see Attention
         if self.gated:
             gate, up = jnp.split(hidden, 2, axis=-1)
             hidden = jax.nn.silu(gate) * up
         else:
             hidden = jax.nn.gelu(hidden, approximate=False)
-        return self.down(hidden)
+        return self.down(hidden).reshape(shape)
 
 
 def _norm(cfg: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
@@ -202,9 +205,12 @@ class Transformer(nnx.Module):
         return self.final_norm(x), new_cache
 
     def unembed(self, hidden: jax.Array) -> jax.Array:
+        flat = hidden.reshape(-1, hidden.shape[-1])  # one contracting dim in the backward
         if self.config.tie_embeddings:
-            return self.embed.attend(hidden)
-        return self.lm_head(hidden)
+            logits = self.embed.attend(flat)
+        else:
+            logits = self.lm_head(flat)
+        return logits.reshape(*hidden.shape[:-1], logits.shape[-1])
 
     def init_cache(self, batch: int, max_len: int, dtype=jnp.float32) -> list[LayerCache]:
         shape = (batch, max_len, self.config.kv_heads, self.config.dim_per_head)
