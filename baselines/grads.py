@@ -166,14 +166,17 @@ def _set_path(obj: Any, path: Sequence[Any], value: Any) -> None:
 
 
 class _LinearTap:
-    """Stands in for an nnx.Linear: same output plus a zero perturbation; records the input."""
+    """Stands in for an nnx.Linear of a one-example forward pass: the same output plus a zero
+    perturbation eps [tokens, d_out]; records the input as [tokens, d_in]. Works whether the
+    model calls the layer on [1, L, d] or on [L, d]."""
 
     def __init__(self, linear: nnx.Linear, eps: jax.Array, record: dict, name: str):
         self.linear, self.eps, self.record, self.name = linear, eps, record, name
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        self.record[self.name] = x
-        return self.linear(x) + self.eps
+        self.record[self.name] = x.reshape(-1, x.shape[-1])
+        out = self.linear(x)
+        return out + self.eps.reshape(out.shape)
 
 
 class _EmbedTap:
@@ -188,7 +191,7 @@ class _EmbedTap:
         if self.stop:
             table = jax.lax.stop_gradient(table)
         out = jnp.take(table, tokens, axis=0)
-        return out if self.eps is None else out + self.eps
+        return out if self.eps is None else out + self.eps.reshape(out.shape)
 
     def attend(self, query: jax.Array) -> jax.Array:
         return self.embed.attend(query)
@@ -257,11 +260,11 @@ def _example_features(spec, leaves, proj, ex):
     plan = spec.plan
     length, s = ex["input_ids"].shape[0], ex["target_pos"].shape[0]
     eps = {
-        f"dense{k}": jnp.zeros((1, length, shape[1]), jnp.float32)
+        f"dense{k}": jnp.zeros((length, shape[1]), jnp.float32)
         for k, shape in enumerate(plan.dense_shapes)
     }
     if plan.embed_tap:
-        eps["embed"] = jnp.zeros((1, length, plan.hidden), jnp.float32)
+        eps["embed"] = jnp.zeros((length, plan.hidden), jnp.float32)
     if plan.head_tap:
         eps["head"] = jnp.zeros((s, plan.vocab), jnp.float32)
     explicit = [leaves[i] for i in plan.explicit]
@@ -269,8 +272,8 @@ def _example_features(spec, leaves, proj, ex):
         spec, explicit, eps, leaves, ex
     )
     feats: dict[str, Any] = {}
-    dense = [(record[f"dense{k}"][0], g_eps[f"dense{k}"][0]) for k in range(len(plan.dense))]
-    embed = (ex["input_ids"], g_eps["embed"][0]) if plan.embed_tap else None
+    dense = [(record[f"dense{k}"], g_eps[f"dense{k}"]) for k in range(len(plan.dense))]
+    embed = (ex["input_ids"], g_eps["embed"]) if plan.embed_tap else None
     head = (h, g_eps["head"]) if plan.head_tap else None
     if proj is None:
         if g_explicit:
@@ -493,14 +496,21 @@ class GradientEngine:
             per += 8 * targets * length
         return per
 
-    def chunk_size(self, length: int, targets: int) -> int:
+    def chunk_size(self, length: int, targets: int, num: int | None = None) -> int:
+        """Examples per chunk: from the memory budget (or the configured chunk_size), and no
+        more than the power of two at or above ``num`` (padding is wasted work; powers of two
+        bound the number of compiled shapes)."""
         if self.cfg.chunk_size:
-            return self.cfg.chunk_size
-        budget = self.cfg.memory_budget_mb * 2**20
-        work, _ = self.example_bytes(length, targets)
-        by_work = int(budget / 4 // max(work, 1))
-        by_pair = int(math.isqrt(int(budget / 4 // self.pair_bytes(length, targets))))
-        return max(1, min(by_work, by_pair, 256))
+            size = self.cfg.chunk_size
+        else:
+            budget = self.cfg.memory_budget_mb * 2**20
+            work, _ = self.example_bytes(length, targets)
+            by_work = int(budget / 4 // max(work, 1))
+            by_pair = int(math.isqrt(int(budget / 4 // self.pair_bytes(length, targets))))
+            size = max(1, min(by_work, by_pair, 256))
+        if num:
+            size = min(size, 1 << max(0, (int(num) - 1).bit_length()))
+        return size
 
     def _chunks(self, batch: Batch, size: int):
         m = num_examples(batch)
@@ -519,7 +529,9 @@ class GradientEngine:
         """Per-chunk features of every example of a batch: [(real size, features)]."""
         batch = as_batch(batch)
         leaves = self.leaves(state)
-        size = chunk or self.chunk_size(batch["input_ids"].shape[1], batch["target_pos"].shape[1])
+        size = chunk or self.chunk_size(
+            batch["input_ids"].shape[1], batch["target_pos"].shape[1], num_examples(batch)
+        )
         return [
             (n, _chunk_features(self.spec, leaves, self.proj, c))
             for n, c in self._chunks(batch, size)
@@ -535,7 +547,7 @@ class GradientEngine:
         leaves = self.leaves(state)
         lt, st = test["input_ids"].shape[1], test["target_pos"].shape[1]
         lr, sr = train["input_ids"].shape[1], train["target_pos"].shape[1]
-        size_test, size_train = self.chunk_size(lt, st), self.chunk_size(lr, sr)
+        size_test, size_train = self.chunk_size(lt, st, n), self.chunk_size(lr, sr, m)
         # Hold as many test chunks as half the budget allows; stream the training examples.
         _, feat_bytes = self.example_bytes(lt, st)
         hold = max(1, int(self.cfg.memory_budget_mb * 2**20 / 2 // (feat_bytes * size_test)))
@@ -575,7 +587,7 @@ def explicit_gradients(graphdef: Any, state: Any, batch: Any, last_layer: bool =
         return per_example_loss(model, *(ex[k][None] for k in FIELDS))[0]
 
     if not last_layer:
-        return jax.vmap(jax.grad(loss), in_axes=(None, 0))(state, batch)
+        return jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, 0)))(state, batch)
 
     model = nnx.merge(graphdef, state)
     tied = model.config.tie_embeddings
@@ -590,7 +602,7 @@ def explicit_gradients(graphdef: Any, state: Any, batch: Any, last_layer: bool =
         return (ce * mask).sum() / jnp.maximum(mask.sum(), 1.0)
 
     w = model.embed.embedding[...] if tied else model.lm_head.kernel[...]
-    return jax.vmap(jax.grad(head_loss), in_axes=(None, 0))(w, batch)
+    return jax.jit(jax.vmap(jax.grad(head_loss), in_axes=(None, 0)))(w, batch)
 
 
 def flat_dot(g1: Any, g2: Any) -> np.ndarray:
