@@ -64,23 +64,19 @@ def make_run_step(
     """step(params, opt_state, alive, batch_ids, pool_tokens, test_tokens) for ONE run.
 
     Returns (params, opt_state, alive, train_loss, test_losses [N]). A run whose training
-    loss, gradients or evaluation become non-finite stops: its parameters are frozen and
-    `alive` turns False, so one diverging run in a vmapped group cannot affect the others.
+    loss, gradient norm or evaluation becomes non-finite is marked dead from that step on and its values read NaN. Runs in a vmapped group are
+    independent, so a dead run cannot affect the others, and its parameters need not be
+    frozen: that would cost two extra passes over every parameter and optimiser state.
     """
 
     def step(params, opt_state, alive, batch_ids, pool_tokens, test_tokens):
         batch = jax.tree.map(lambda a: a[batch_ids], pool_tokens)
         loss, grads = jax.value_and_grad(lambda p: _loss_of(graphdef, p, batch).mean())(params)
-        updates, new_opt_state = optimizer.update(grads, opt_state, params)
-        new_params = optax.apply_updates(params, updates)
-        grads_finite = jnp.all(
-            jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
-        )
-        test_losses = eval_losses(graphdef, new_params, test_tokens, eval_chunk)
-        ok = alive & jnp.isfinite(loss) & grads_finite & jnp.all(jnp.isfinite(test_losses))
-        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
-        params, opt_state = keep(new_params, params), keep(new_opt_state, opt_state)
-        test_losses = jnp.where(ok, test_losses, jnp.nan)
-        return params, opt_state, ok, loss, test_losses
+        finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        test_losses = eval_losses(graphdef, params, test_tokens, eval_chunk)
+        alive = alive & finite & jnp.all(jnp.isfinite(test_losses))
+        return params, opt_state, alive, loss, jnp.where(alive, test_losses, jnp.nan)
 
     return step
