@@ -13,7 +13,6 @@ Prints a table, then one JSON line: {"jax_s", "torch_s", "speedup", ...}.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import tempfile

@@ -64,9 +64,10 @@ def make_run_step(
     """step(params, opt_state, alive, batch_ids, pool_tokens, test_tokens) for ONE run.
 
     Returns (params, opt_state, alive, train_loss, test_losses [N]). A run whose training
-    loss, gradient norm or evaluation becomes non-finite is marked dead from that step on and its values read NaN. Runs in a vmapped group are
-    independent, so a dead run cannot affect the others, and its parameters need not be
-    frozen: that would cost two extra passes over every parameter and optimiser state.
+    loss, gradient norm or evaluation becomes non-finite is marked dead from that step on,
+    and its values read NaN. Runs in a vmapped group are independent, so a dead run cannot
+    affect the others and its parameters need not be frozen (freezing would cost two extra
+    passes over every parameter and optimiser state per step).
     """
 
     def step(params, opt_state, alive, batch_ids, pool_tokens, test_tokens):
