@@ -74,43 +74,59 @@ def initial_history(y_given: jax.Array, order: int, pad: str) -> jax.Array:
     return vals
 
 
-def _trajectory(table_n: jax.Array, ids: jax.Array, y_given: jax.Array, *, order: int,
-                batch_reduce: str, pad: str) -> jax.Array:
+def scale_step(coefs: jax.Array, scale: jax.Array, order: int) -> jax.Array:
+    """Scale a step's predicted *change* by ``scale`` (the step's learning rate relative to
+    a reference): ŷ_t = ŷ_{t-1} + s·(Σ_j α_j ŷ_{t-j} + β − ŷ_{t-1}), written as new
+    coefficients (α_1 → 1 + s(α_1 − 1), α_j → s·α_j, β → s·β). s = 1 is plain GPTfluence."""
+    s = scale[..., None]
+    out = coefs * s
+    return out.at[..., 0].add(1.0 - scale)
+
+
+def _trajectory(table_n: jax.Array, ids: jax.Array, y_given: jax.Array, scale: jax.Array | None,
+                *, order: int, batch_reduce: str, pad: str) -> jax.Array:
     """Roll out one (run, test example) trajectory.
 
     table_n: [J, P] — this test example's column of the coefficient table.
     ids: [T, B] — the run's curriculum. y_given: [m] — the first m true values.
+    scale: [T] or None — per-step change scale (see ``scale_step``).
     Returns [T + 1] with the m given values first.
     """
     m = y_given.shape[0]
     hist0 = initial_history(y_given, order, pad)
+    scale = jnp.ones(ids.shape[0], table_n.dtype) if scale is None else scale
 
-    def step(hist, ids_t):
+    def step(hist, inputs):
+        ids_t, s_t = inputs
         rows = table_n[:, jnp.maximum(ids_t, 0)]  # [J, B]
         c = reduce_batch(rows, (ids_t >= 0)[None, :], batch_reduce, axis=1)
-        y = advance(hist, c, order)
+        y = advance(hist, scale_step(c, s_t, order), order)
         return push(hist, y), y
 
-    _, ys = jax.lax.scan(step, hist0, ids[m - 1:])
+    _, ys = jax.lax.scan(step, hist0, (ids[m - 1:], scale[m - 1:]))
     return jnp.concatenate([y_given, ys])
 
 
 @partial(jax.jit, static_argnames=("order", "batch_reduce", "pad"))
 def rollout_table(table: jax.Array, curricula: jax.Array, y_given: jax.Array, *, order: int,
-                  batch_reduce: str = "sum", pad: str = "first") -> jax.Array:
+                  batch_reduce: str = "sum", pad: str = "first",
+                  scale: jax.Array | None = None) -> jax.Array:
     """Autoregressive rollout of every (run, test example) trajectory.
 
     table: [order + 1, P, N]; curricula: int32 [R, T, B] (ids index the table's P axis, -1 =
-    empty slot); y_given: [R, m, N], the first m ≥ 1 true values of each trajectory.
+    empty slot); y_given: [R, m, N], the first m ≥ 1 true values of each trajectory;
+    scale: optional [R, T] per-step change scale (learning-rate conditioning).
     Returns [R, T + 1, N]: the given values, then the simulated steps m..T.
 
     A ``lax.scan`` over steps, ``vmap``ped over test examples and runs.
     """
+    if scale is None:
+        scale = jnp.ones(curricula.shape[:2], table.dtype)
     per_example = jax.vmap(
         partial(_trajectory, order=order, batch_reduce=batch_reduce, pad=pad),
-        in_axes=(2, None, 1), out_axes=1)  # over test examples: [T+1, N]
-    per_run = jax.vmap(per_example, in_axes=(None, 0, 0), out_axes=0)
-    return per_run(table, curricula, y_given)
+        in_axes=(2, None, 1, None), out_axes=1)  # over test examples: [T+1, N]
+    per_run = jax.vmap(per_example, in_axes=(None, 0, 0, 0), out_axes=0)
+    return per_run(table, curricula, y_given, scale)
 
 
 def as_given(y_init: np.ndarray | jax.Array) -> jax.Array:

@@ -29,7 +29,8 @@ def default_config() -> ml_collections.ConfigDict:
     """Simulator settings (``config.simulator`` of an experiment).
 
     ``models``: comma-separated, each of gptfluence (variant from ``gptfluence.variant``),
-    gptfluence_dot, gptfluence_concat, simfluence. ``metrics``: comma-separated names, ""
+    gptfluence_dot, gptfluence_concat, gptfluence_anchored (deviations from the mean
+    training trajectory), simfluence. ``metrics``: comma-separated names, ""
     = every metric collected. Sizes 0 mean "the paper's for the variant" (dot 384/384,
     concat 768/100).
     """
@@ -60,6 +61,8 @@ def default_config() -> ml_collections.ConfigDict:
     g.grad_clip = 1.0
     g.max_windows_per_epoch = 0
     g.factor_mode = "auto"
+    g.lr_scale = False  # condition on each step's learning rate (uses the runs' lr)
+    g.anchor = "none"  # "mean": simulate deviations from the mean training trajectory
     g.seed = 0
     c.gptfluence = g
     s = ml_collections.ConfigDict(g.to_dict())
@@ -74,9 +77,11 @@ def default_config() -> ml_collections.ConfigDict:
 def _model_settings(name: str, cfg: ml_collections.ConfigDict) -> tuple[str, dict]:
     if name == "simfluence":
         return "simfluence", cfg.simfluence.to_dict()
-    if name in ("gptfluence", "gptfluence_dot", "gptfluence_concat"):
+    if name in ("gptfluence", "gptfluence_dot", "gptfluence_concat", "gptfluence_anchored"):
         settings = cfg.gptfluence.to_dict()
-        if name != "gptfluence":
+        if name == "gptfluence_anchored":
+            settings["anchor"] = "mean"
+        elif name != "gptfluence":
             settings["variant"] = name.split("_", 1)[1]
         return "gptfluence", settings
     raise ValueError(f"unknown simulator {name!r} in config 'models'")
@@ -147,13 +152,15 @@ def fit_or_restore(name: str, cfg: ml_collections.ConfigDict, dyn: dict, y: np.n
     key = {"kind": kind, "config": repr(fit_cfg), "split": [list(map(int, split["train"])),
                                                          list(map(int, split["val"]))],
            "data": _fingerprint(dyn["curricula"], y, dyn["train_features"],
-                                dyn["test_features"], dyn.get("valid", np.ones(1, bool)))}
+                                dyn["test_features"], dyn.get("valid", np.ones(1, bool)),
+                                dyn.get("lr") if fit_cfg.lr_scale else np.zeros(1))}
     key_file = model_dir / "stage_key.json"
     if FittedSimulator.exists(model_dir) and key_file.is_file():
         if json.loads(key_file.read_text()) == key:
             return FittedSimulator.restore(model_dir)
+    lr = dyn.get("lr") if fit_cfg.lr_scale else None
     fitted = fit(kind, dyn["curricula"], y, dyn["train_features"], dyn["test_features"],
-                 split["train"], split["val"], fit_cfg, valid=dyn.get("valid"),
+                 split["train"], split["val"], fit_cfg, valid=dyn.get("valid"), lr=lr,
                  verbose=bool(cfg.get("verbose", False)))
     fitted.save(model_dir)
     _atomic_write(key_file, json.dumps(key, indent=1).encode())
@@ -193,7 +200,9 @@ def run_simulators(dyn: dict, split: dict, cfg: ml_collections.ConfigDict | None
         for name in models:
             fitted = fit_or_restore(name, cfg, dyn, y, runs,
                                     workdir / "simulators" / metric / name)
-            preds[name] = fitted.rollout(curricula[test], true[:, :start])
+            lr = dyn.get("lr")
+            preds[name] = fitted.rollout(curricula[test], true[:, :start],
+                                         lr=None if lr is None else np.asarray(lr)[test])
             rows[name] = mx.evaluate(preds[name], true, start)
         preds["persistence"] = mx.persistence(true, start)
         preds["mean_trajectory"] = mx.mean_trajectory(y[runs["train"]], true, start)

@@ -69,6 +69,8 @@ class FitConfig:
     grad_clip: float = 1.0
     max_windows_per_epoch: int = 0  # 0 = every window each epoch
     factor_mode: str = "auto"  # dot variant: "pool" | "gather" | "auto"
+    lr_scale: bool = False  # scale each step's change by its learning rate (needs lr [K, T])
+    anchor: str = "none"  # "mean": simulate the deviation from the mean training trajectory
     seed: int = 0
 
     def resolved(self) -> FitConfig:
@@ -119,11 +121,11 @@ def _table(model, train_feats, test_feats, train_ids, test_ids):
 
 @partial(jax.jit, static_argnames=("graphdef", "order", "batch_reduce", "pad"))
 def _rollout_params(graphdef, params, train_feats, test_feats, train_ids, test_ids, curricula,
-                    y_given, *, order, batch_reduce, pad):
+                    y_given, scale, *, order, batch_reduce, pad):
     """Table from the parameters (once), then the scanned rollout. One compiled function."""
     table = _table(nnx.merge(graphdef, params), train_feats, test_feats, train_ids, test_ids)
     return rl.rollout_table(table, curricula, y_given, order=order, batch_reduce=batch_reduce,
-                            pad=pad)
+                            pad=pad, scale=scale)
 
 
 @partial(jax.jit, static_argnames=("graphdef",))
@@ -145,6 +147,9 @@ class FittedSimulator:
     n_test: int
     batch_size: int
     history: list[dict] = field(default_factory=list)
+    lr_ref: float | None = None  # learning-rate conditioning: the reference rate
+    mean_lr: list[float] | None = None  # and the training runs' mean schedule (the default)
+    anchor_traj: np.ndarray | None = None  # [T+1, N] with anchor="mean"
 
     @property
     def order(self) -> int:
@@ -175,13 +180,30 @@ class FittedSimulator:
         args = self._inputs(train_ids, test_ids, train_features, test_features)
         return np.asarray(_table_params(self.graphdef, self.params, *args))
 
+    def step_scale(self, lr: np.ndarray | None, runs: int, steps: int) -> np.ndarray:
+        """[R, T] per-step change scale: lr / lr_ref with learning-rate conditioning (the
+        training runs' mean schedule when ``lr`` is None), ones otherwise."""
+        if not self.config.lr_scale:
+            return np.ones((runs, steps), np.float32)
+        if lr is None:
+            if self.mean_lr is None or len(self.mean_lr) != steps:
+                raise ValueError(f"this simulator conditions on the learning rate: pass lr "
+                                 f"[R, {steps}] (it was trained on {len(self.mean_lr or [])} "
+                                 f"steps)")
+            lr = np.asarray(self.mean_lr)
+        lr = np.broadcast_to(np.asarray(lr, np.float64), (runs, steps))
+        return (lr / self.lr_ref).astype(np.float32)
+
     def rollout(self, curricula: np.ndarray, y_init: np.ndarray, test_ids=None, *,
-                train_features=None, test_features=None) -> np.ndarray:
+                lr: np.ndarray | None = None, train_features=None, test_features=None
+                ) -> np.ndarray:
         """Simulate runs with any curriculum (int [R, T, B], -1 = empty slot) from
         ``y_init`` ([R, N]: y_0, or [R, m, N]: the first m values) → [R, T+1, N].
 
         ``test_ids`` selects test examples (columns of ``y_init``); new examples can be
         scored by passing their ``test_features`` (and new pools by ``train_features``).
+        ``lr`` ([R, T] or [T]) is the learning-rate schedule, used by simulators fitted with
+        ``lr_scale`` (default: the training runs' mean schedule).
         """
         used, compact = rl.compact_ids(curricula)
         args = self._inputs(used, test_ids, train_features, test_features)
@@ -189,14 +211,27 @@ class FittedSimulator:
         if y_given.shape[2] != args[3].shape[0]:
             raise ValueError(f"y_init has {y_given.shape[2]} test examples, "
                              f"test_ids {args[3].shape[0]}")
-        out = _rollout_params(self.graphdef, self.params, *args, jnp.asarray(compact), y_given,
-                              order=self.order, batch_reduce=self.config.batch_reduce,
-                              pad=self.config.pad)
-        return np.asarray(out)
+        scale = jnp.asarray(self.step_scale(lr, *compact.shape[:2]))
+        anchor = self._anchor(args[3], compact.shape[1], test_features)
+        out = _rollout_params(self.graphdef, self.params, *args, jnp.asarray(compact),
+                              y_given - anchor[: y_given.shape[1]], scale, order=self.order,
+                              batch_reduce=self.config.batch_reduce, pad=self.config.pad)
+        return np.asarray(out + anchor)
 
-    def evaluate(self, curricula: np.ndarray, y: np.ndarray, start: int = 1) -> dict:
+    def _anchor(self, test_ids, steps: int, test_features=None) -> jax.Array:
+        """[T+1, N] trajectory the model's deviations are added to (zeros without one)."""
+        if self.anchor_traj is None:
+            return jnp.zeros((steps + 1, len(test_ids)), jnp.float32)
+        if test_features is not None or steps + 1 != self.anchor_traj.shape[0]:
+            raise ValueError("a simulator anchored on the mean training trajectory rolls out "
+                             f"its own test examples over {self.anchor_traj.shape[0] - 1} "
+                             "steps only")
+        return jnp.asarray(self.anchor_traj[:, np.asarray(test_ids)], jnp.float32)
+
+    def evaluate(self, curricula: np.ndarray, y: np.ndarray, start: int = 1,
+                 lr: np.ndarray | None = None) -> dict:
         from .metrics import evaluate
-        return evaluate(self.rollout(curricula, y[:, :start]), y, start=start)
+        return evaluate(self.rollout(curricula, y[:, :start], lr=lr), y, start=start)
 
     # ---- persistence -------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
@@ -208,11 +243,14 @@ class FittedSimulator:
         if self.train_features is not None:
             tree["train_features"] = np.asarray(self.train_features)
             tree["test_features"] = np.asarray(self.test_features)
+        if self.anchor_traj is not None:
+            tree["anchor"] = np.asarray(self.anchor_traj, np.float32)
         with ocp.StandardCheckpointer() as ckpt:
             ckpt.save(path / "state", tree, force=True)
         meta = {"format": FORMAT_VERSION, "kind": self.kind,
                 "config": dataclasses.asdict(self.config), "n_pool": self.n_pool,
-                "n_test": self.n_test, "batch_size": self.batch_size, "history": self.history}
+                "n_test": self.n_test, "batch_size": self.batch_size, "history": self.history,
+                "lr_ref": self.lr_ref, "mean_lr": self.mean_lr}
         tmp = path / "meta.json.tmp"
         tmp.write_text(json.dumps(meta, indent=1))
         os.replace(tmp, path / "meta.json")
@@ -237,7 +275,9 @@ class FittedSimulator:
         te = tree.get("test_features")
         return cls(meta["kind"], cfg, graphdef, params,
                    None if tr is None else np.asarray(tr), None if te is None else np.asarray(te),
-                   meta["n_pool"], meta["n_test"], meta["batch_size"], meta.get("history", []))
+                   meta["n_pool"], meta["n_test"], meta["batch_size"], meta.get("history", []),
+                   meta.get("lr_ref"), meta.get("mean_lr"),
+                   None if "anchor" not in tree else np.asarray(tree["anchor"]))
 
 
 # ---- training ------------------------------------------------------------------------------
@@ -270,10 +310,11 @@ def interpolation_matrix(observed: np.ndarray) -> np.ndarray:
     return w
 
 
-def _prepare(y: np.ndarray, curricula: np.ndarray, runs: np.ndarray, k: int,
+def _prepare(y: np.ndarray, curricula: np.ndarray, scale: np.ndarray, runs: np.ndarray, k: int,
              observed: np.ndarray):
     """Padded device arrays for window sampling: y (0 where unobserved), history
-    (interpolated where unobserved), curricula, observation mask; and the window starts."""
+    (interpolated where unobserved), curricula, observation mask, step scale; and the window
+    starts."""
     yr = np.where(observed[None, :, None], np.asarray(y[runs], np.float64), 0.0)
     cr = np.asarray(curricula[runs], np.int32)
     y_hist = np.einsum("ts,ksn->ktn", interpolation_matrix(observed), yr)
@@ -281,14 +322,15 @@ def _prepare(y: np.ndarray, curricula: np.ndarray, runs: np.ndarray, k: int,
     y_pad = np.pad(yr, ((0, 0), (0, pad), (0, 0)))
     c_pad = np.pad(cr, ((0, 0), (0, pad), (0, 0)), constant_values=-1)
     obs_pad = np.pad(observed, (0, pad)).astype(np.float32)
+    s_pad = np.pad(scale[runs], ((0, 0), (0, pad)), constant_values=1.0)
     starts = np.nonzero(observed[:-1])[0] + 1  # t0 such that t0 - 1 is observed
     return (jnp.asarray(y_pad, jnp.float32), jnp.asarray(y_hist, jnp.float32),
-            jnp.asarray(c_pad), jnp.asarray(obs_pad)), starts
+            jnp.asarray(c_pad), jnp.asarray(obs_pad), jnp.asarray(s_pad, jnp.float32)), starts
 
 
 def _window_loss(model, data, feats, idx, *, k, order, batch_reduce, pad, mode):
     """Mean squared error of K-step unrolls from the true history; idx [M, 3] = (run, t0, n)."""
-    y_pad, y_hist, c_pad, obs_pad = data
+    y_pad, y_hist, c_pad, obs_pad, s_pad = data
     r, t0, n = idx[:, 0], idx[:, 1], idx[:, 2]
     steps = t0[:, None] - 1 + jnp.arange(k)  # curriculum index of steps t0..t0+k-1
     ids = c_pad[r[:, None], steps]  # [M, k, B]
@@ -296,6 +338,7 @@ def _window_loss(model, data, feats, idx, *, k, order, batch_reduce, pad, mode):
         coefs = model.transition_coefs(ids, n, batch_reduce)
     else:
         coefs = model.transition_coefs(feats[0], feats[1], ids, n, batch_reduce, mode)
+    coefs = rl.scale_step(coefs, s_pad[r[:, None], steps], order)
     back = t0[:, None] - 1 - jnp.arange(order)  # history steps, newest first
     hist = y_hist[r[:, None], jnp.maximum(back, 0), n[:, None]]
     if pad == "zero":
@@ -351,15 +394,17 @@ def _valid_runs(runs, y, valid) -> np.ndarray:
 
 def fit(model_kind: str, curricula: np.ndarray, y: np.ndarray, train_features: np.ndarray | None,
         test_features: np.ndarray | None, train_runs, val_runs, config: Any = None, *,
-        valid: np.ndarray | None = None, workdir: str | os.PathLike | None = None,
-        verbose: bool = False) -> FittedSimulator:
+        valid: np.ndarray | None = None, lr: np.ndarray | None = None,
+        workdir: str | os.PathLike | None = None, verbose: bool = False) -> FittedSimulator:
     """Fit ``model_kind`` ("gptfluence" | "simfluence") on ``train_runs``, early-stopped on the
     autoregressive all-steps MSE of ``val_runs`` (falls back to the training runs if empty).
 
     curricula int32 [K, T, B]; y float32 [K, T+1, N]; train_features [P, d]; test_features
     [N, d] (features are ignored by Simfluence, may be None). Runs marked invalid in ``valid``
-    or with non-finite values are skipped. With ``workdir`` the best parameters are saved
-    there (Orbax) and can be loaded with ``FittedSimulator.restore``.
+    or with non-finite values are skipped. ``lr`` [K, T], the runs' learning rates, is needed
+    with ``lr_scale`` (each step's change scaled by lr / max training lr). With ``workdir``
+    the best parameters are saved there (Orbax) and can be loaded with
+    ``FittedSimulator.restore``.
     """
     cfg = as_fit_config(config)
     curricula = np.asarray(curricula, np.int32)
@@ -385,9 +430,28 @@ def fit(model_kind: str, curricula: np.ndarray, y: np.ndarray, train_features: n
     gap = int(np.diff(np.nonzero(observed)[0]).max()) if observed.sum() > 1 else 1
     k = max(cfg.rollout_k, gap)
 
+    lr_ref = mean_lr = None
+    scale = np.ones((k_runs, steps), np.float32)
+    if cfg.lr_scale:
+        if lr is None:
+            raise ValueError("lr_scale needs the runs' learning rates lr [K, T]")
+        lr = np.asarray(lr, np.float64)
+        lr_ref = float(lr[train_runs].max())
+        mean_lr = [float(v) for v in lr[train_runs].mean(0)]
+        scale = (lr / lr_ref).astype(np.float32)
+    anchor_traj = None
+    if cfg.anchor == "mean":
+        # Mean of the training runs per step and test example (interpolated where unmeasured);
+        # the model then learns only how a curriculum moves a run away from it.
+        with np.errstate(invalid="ignore"):
+            mean = np.nanmean(np.where(observed[None, :, None], y[train_runs], np.nan), axis=0)
+        anchor_traj = (interpolation_matrix(observed) @ np.nan_to_num(mean)).astype(np.float32)
+        y = y - anchor_traj[None]
+    elif cfg.anchor != "none":
+        raise ValueError(f"anchor must be 'none' or 'mean', got {cfg.anchor!r}")
     model = build_model(model_kind, cfg, dim, n_pool, n_test, bsz)
     graphdef, params = nnx.split(model, nnx.Param)
-    data, starts = _prepare(y, curricula, train_runs, k, observed)
+    data, starts = _prepare(y, curricula, scale, train_runs, k, observed)
     tr = jnp.zeros((1, 1)) if train_features is None else jnp.asarray(train_features, jnp.float32)
     te = jnp.zeros((1, 1)) if test_features is None else jnp.asarray(test_features, jnp.float32)
 
@@ -418,7 +482,7 @@ def fit(model_kind: str, curricula: np.ndarray, y: np.ndarray, train_features: n
     val_y = jnp.asarray(np.where(observed[None, :, None], y[val_runs], 0.0))
     val_mask = jnp.asarray(observed[1:], jnp.float32)
     val_args = (tr, te, jnp.asarray(val_used), jnp.arange(n_test, dtype=jnp.int32),
-                jnp.asarray(val_curr), jnp.asarray(val_y[:, :1]))
+                jnp.asarray(val_curr), jnp.asarray(val_y[:, :1]), jnp.asarray(scale[val_runs]))
 
     def val_mse(p) -> float:
         pred = _rollout_params(graphdef, p, *val_args, order=order,
@@ -454,7 +518,7 @@ def fit(model_kind: str, curricula: np.ndarray, y: np.ndarray, train_features: n
     fitted = FittedSimulator(model_kind, cfg, graphdef, jax.tree.map(jnp.asarray, best),
                              None if train_features is None else np.asarray(train_features),
                              None if test_features is None else np.asarray(test_features),
-                             n_pool, n_test, bsz, history)
+                             n_pool, n_test, bsz, history, lr_ref, mean_lr, anchor_traj)
     if workdir is not None:
         fitted.save(workdir)
     return fitted

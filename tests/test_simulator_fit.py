@@ -103,6 +103,36 @@ def test_checkpoint_interval_and_unmeasured_steps(syn):
         assert got < 0.5 * base
 
 
+def test_learning_rate_conditioning_and_anchor(syn, tmp_path):
+    lr = np.linspace(2e-3, 1e-4, 36)[None].repeat(40, 0)
+    cfg = dict(SMALL, epochs=4, min_steps=300, patience=100)
+    c, y = syn.curricula[TEST[:4]], syn.y[TEST[:4]]
+    plain = fit("gptfluence", syn.curricula, syn.y, syn.train_features, syn.test_features,
+                TRAIN, VAL, cfg)
+    # Constant rates: scaling by lr / max(lr) = 1 changes nothing.
+    same = fit("gptfluence", syn.curricula, syn.y, syn.train_features, syn.test_features,
+               TRAIN, VAL, dict(cfg, lr_scale=True), lr=np.full((40, 36), 3e-4))
+    np.testing.assert_allclose(same.rollout(c, y[:, 0]), plain.rollout(c, y[:, 0]), rtol=1e-5)
+    scaled = fit("gptfluence", syn.curricula, syn.y, syn.train_features, syn.test_features,
+                 TRAIN, VAL, dict(cfg, lr_scale=True), lr=lr)
+    assert scaled.lr_ref == pytest.approx(2e-3)
+    np.testing.assert_allclose(scaled.rollout(c, y[:, 0]), scaled.rollout(c, y[:, 0], lr=lr[:4]))
+    with pytest.raises(ValueError):
+        scaled.rollout(c[:, :10], y[:, 0])  # another length needs its schedule
+    assert np.isfinite(scaled.rollout(c[:, :10], y[:, 0], lr=lr[0, :10])).all()
+    anchored = fit("gptfluence", syn.curricula, syn.y, syn.train_features, syn.test_features,
+                   TRAIN, VAL, dict(cfg, anchor="mean"))
+    pred = anchored.rollout(c, y[:, 0])
+    base = evaluate(mean_trajectory(syn.y[TRAIN], y), y)["mse_mean"]
+    assert evaluate(pred, y)["mse_mean"] < base
+    anchored.save(tmp_path / "a")
+    back = FittedSimulator.restore(tmp_path / "a")
+    np.testing.assert_array_equal(back.anchor_traj, anchored.anchor_traj)
+    np.testing.assert_allclose(back.rollout(c, y[:, 0]), pred, rtol=1e-6)
+    with pytest.raises(ValueError):
+        anchored.rollout(c[:, :10], y[:, 0])
+
+
 def test_invalid_runs_are_skipped():
     s = make_synthetic(n_runs=12, n_test=8, n_pool=24, subset_size=16, dim=8, n_invalid=3,
                        seed=2)
