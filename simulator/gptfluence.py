@@ -23,6 +23,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from .rollout import reduce_batch
@@ -30,20 +31,29 @@ from .rollout import reduce_batch
 INITS = ("torch", "flax")
 
 
-def _kernel_init(key: jax.Array, shape: tuple[int, ...], fan_in: int, init: str) -> jax.Array:
+def _generator(rngs: nnx.Rngs) -> np.random.Generator:
+    # One key → a NumPy generator for every initial value: eager jax.random calls compile
+    # once per shape (seconds per model on CPU); NumPy draws are immediate.
+    seed = np.asarray(jax.random.key_data(rngs.params())).astype(np.uint64)
+    return np.random.default_rng(seed)
+
+
+def _kernel_init(gen: np.random.Generator, shape: tuple[int, ...], fan_in: int,
+                 init: str) -> jax.Array:
     if init == "torch":
         # torch.nn.Linear: kaiming_uniform(a=√5) ⇒ U(±√(6/((1+5)·fan_in))) = U(±1/√fan_in).
         bound = 1.0 / math.sqrt(fan_in)
-        return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
-    if init == "flax":
-        return jax.random.normal(key, shape, jnp.float32) / math.sqrt(fan_in)  # lecun normal
+        return jnp.asarray(gen.uniform(-bound, bound, shape), jnp.float32)
+    if init == "flax":  # lecun normal
+        return jnp.asarray(gen.standard_normal(shape) / math.sqrt(fan_in), jnp.float32)
     raise ValueError(f"init must be one of {INITS}, got {init!r}")
 
 
-def _bias_init(key: jax.Array, shape: tuple[int, ...], fan_in: int, init: str) -> jax.Array:
+def _bias_init(gen: np.random.Generator, shape: tuple[int, ...], fan_in: int,
+               init: str) -> jax.Array:
     if init == "torch":
         bound = 1.0 / math.sqrt(fan_in)
-        return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
+        return jnp.asarray(gen.uniform(-bound, bound, shape), jnp.float32)
     return jnp.zeros(shape, jnp.float32)
 
 
@@ -55,10 +65,11 @@ class StackedMLP(nnx.Module):
 
     def __init__(self, heads: int, din: int, hidden: int, dout: int, *, init: str,
                  rngs: nnx.Rngs):
-        self.w1 = nnx.Param(_kernel_init(rngs.params(), (heads, din, hidden), din, init))
-        self.b1 = nnx.Param(_bias_init(rngs.params(), (heads, hidden), din, init))
-        self.w2 = nnx.Param(_kernel_init(rngs.params(), (heads, hidden, dout), hidden, init))
-        self.b2 = nnx.Param(_bias_init(rngs.params(), (heads, dout), hidden, init))
+        gen = _generator(rngs)
+        self.w1 = nnx.Param(_kernel_init(gen, (heads, din, hidden), din, init))
+        self.b1 = nnx.Param(_bias_init(gen, (heads, hidden), din, init))
+        self.w2 = nnx.Param(_kernel_init(gen, (heads, hidden, dout), hidden, init))
+        self.b2 = nnx.Param(_bias_init(gen, (heads, dout), hidden, init))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         h = jnp.einsum("...d,jdh->...jh", x, self.w1[...]) + self.b1[...]
@@ -123,13 +134,14 @@ class GPTfluenceConcat(nnx.Module):
         self.order = order
         self.din = din
         j = order + 1
-        self.w1 = nnx.Param(_kernel_init(rngs.params(), (2 * din, hidden), 2 * din, init))
-        self.b1 = nnx.Param(_bias_init(rngs.params(), (hidden,), 2 * din, init))
-        self.w2 = nnx.Param(_kernel_init(rngs.params(), (hidden, hidden2), hidden, init))
-        self.b2 = nnx.Param(_bias_init(rngs.params(), (hidden2,), hidden, init))
+        gen = _generator(rngs)
+        self.w1 = nnx.Param(_kernel_init(gen, (2 * din, hidden), 2 * din, init))
+        self.b1 = nnx.Param(_bias_init(gen, (hidden,), 2 * din, init))
+        self.w2 = nnx.Param(_kernel_init(gen, (hidden, hidden2), hidden, init))
+        self.b2 = nnx.Param(_bias_init(gen, (hidden2,), hidden, init))
         # One head per output; stacked, which is the same as n+1 separate Linear(hidden2, 1).
-        self.wh = nnx.Param(_kernel_init(rngs.params(), (hidden2, j), hidden2, init))
-        self.bh = nnx.Param(_bias_init(rngs.params(), (j,), hidden2, init))
+        self.wh = nnx.Param(_kernel_init(gen, (hidden2, j), hidden2, init))
+        self.bh = nnx.Param(_bias_init(gen, (j,), hidden2, init))
 
     def _halves(self, train_feats: jax.Array, test_feats: jax.Array):
         # W·[h_i; h'] = W_a·h_i + W_b·h': the first layer separates into a pool and a test part.

@@ -1,5 +1,8 @@
 """The table rollout against plain loops; the models' table and per-transition paths agree."""
 
+from functools import partial
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -74,11 +77,13 @@ def test_transition_coefs_agree_with_table(batch_reduce):
     models = [GPTfluenceDot(2, 6, 8, 5, rngs=nnx.Rngs(0)),
               GPTfluenceConcat(2, 6, 8, 4, rngs=nnx.Rngs(1))]
     for model in models:
-        table = np.asarray(model.table(tr, te))
+        # jit: one compilation instead of many eagerly dispatched ops
+        table = np.asarray(jax.jit(model.table)(tr, te))
         assert table.shape == (3, 7, 5)
         modes = ["pool", "gather"] if isinstance(model, GPTfluenceDot) else ["gather"]
         for mode in modes:
-            got = np.asarray(model.transition_coefs(tr, te, ids, test_ids, batch_reduce, mode))
+            coefs = jax.jit(partial(model.transition_coefs, batch_reduce=batch_reduce, mode=mode))
+            got = np.asarray(coefs(tr, te, ids, test_ids))
             for mi in range(2):
                 for k in range(2):
                     sel = [i for i in np.asarray(ids[mi, k]) if i >= 0]
