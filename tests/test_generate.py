@@ -51,15 +51,17 @@ def _model(name: str) -> Transformer:
     return nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))
 
 
-@jax.jit
-def _last_logits(state, graphdef, ids, n):
-    """Logits after the first n tokens of ids [1, W], by a full forward pass without cache.
+@functools.partial(jax.jit, static_argnames=("graphdef", "sample"))
+def _next_token(state, ids, n, key, row, step, temperature, top_p, *, graphdef, sample):
+    """The token after the first n of ids [1, W], by a full forward pass without cache.
 
     The buffer has a fixed width so this compiles once; tokens past n are right padding that
     causal attention keeps out of position n - 1."""
     model = nnx.merge(graphdef, state)
     hidden, _ = model(ids)
-    return model.unembed(jax.lax.dynamic_slice_in_dim(hidden, n - 1, 1, axis=1)[:, 0])
+    logits = model.unembed(jax.lax.dynamic_slice_in_dim(hidden, n - 1, 1, axis=1)[:, 0])
+    keys = step_keys(key, step, row[None]) if sample else None
+    return next_tokens(logits, keys, temperature, top_p)[0]
 
 
 def _recompute(model, prompt, row, max_new, eos=(), key=None, temperature=1.0, top_p=1.0):
@@ -69,12 +71,21 @@ def _recompute(model, prompt, row, max_new, eos=(), key=None, temperature=1.0, t
     for step in range(max_new):
         ids = np.zeros((1, 32), np.int32)
         ids[0, : len(seq)] = seq
-        logits = _last_logits(state, graphdef, jnp.asarray(ids), len(seq))
-        keys = None if key is None else step_keys(key, step, jnp.asarray([row]))
-        tok = int(next_tokens(logits, keys, temperature, top_p)[0])
-        new.append(tok)
-        seq.append(tok)
-        if tok in eos:
+        tok = _next_token(
+            state,
+            jnp.asarray(ids),
+            len(seq),
+            jax.random.key(0) if key is None else key,
+            jnp.int32(row),
+            step,
+            temperature,
+            top_p,
+            graphdef=graphdef,
+            sample=key is not None,
+        )
+        new.append(int(tok))
+        seq.append(int(tok))
+        if new[-1] in eos:
             break
     return new
 
