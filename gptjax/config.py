@@ -50,6 +50,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.intermediate_size = 256
     c.model.rotary_pct = 0.25
     c.model.init_seed = 0
+    # Fresh models only: first train this many steps on examples of the same task built with
+    # pretrain_task_kwargs (the demo: another world, so no facts are shared with the pools).
+    c.model.pretrain_steps = 0
+    c.model.pretrain_examples = 256
+    c.model.pretrain_batch_size = 16
+    c.model.pretrain_lr = 3e-3
+    c.model.pretrain_task_kwargs = ml_collections.ConfigDict()
 
     c.collect = ml_collections.ConfigDict()
     c.collect.num_runs = 32
@@ -96,7 +103,7 @@ def _schema_errors(config: Any, schema: Any, prefix: str = "") -> list[str]:
             continue
         expected = schema[key]
         if isinstance(expected, ml_collections.ConfigDict):
-            if name == "data.task_kwargs":
+            if name in ("data.task_kwargs", "model.pretrain_task_kwargs"):
                 continue  # free-form, passed to the task
             if not isinstance(value, ml_collections.ConfigDict | dict):
                 errors.append(f"config key {name!r} must be a section, got {value!r}")
@@ -144,6 +151,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
         (c.data.max_len >= 8, "data.max_len", ">= 8"),
         (c.model.source in MODEL_SOURCES, "model.source", f"one of {MODEL_SOURCES}"),
         (c.model.source == "init" or bool(c.model.path), "model.path", "set for hf/gguf/gptjax"),
+        (c.model.pretrain_steps >= 0, "model.pretrain_steps", ">= 0"),
+        (
+            c.model.source == "init" or c.model.pretrain_steps == 0,
+            "model.pretrain_steps",
+            "0 unless model.source is init",
+        ),
+        (c.model.pretrain_lr > 0, "model.pretrain_lr", "> 0"),
+        (c.model.pretrain_batch_size > 0, "model.pretrain_batch_size", "> 0"),
         (c.collect.num_runs > 0, "collect.num_runs", "> 0"),
         (c.collect.batch_size > 0, "collect.batch_size", "> 0"),
         (c.collect.epochs > 0, "collect.epochs", "> 0"),

@@ -27,7 +27,7 @@ flags.mark_flags_as_required(["config"])
 def main(argv: list[str]) -> None:
     del argv
     if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint at INFO
+        logging.set_verbosity(logging.ERROR)  # Orbax logs every checkpoint it opens
     if _DISTRIBUTED.value:
         import jax
 

@@ -77,7 +77,7 @@ def _check_workdir_config(config: ml_collections.ConfigDict, workdir: Path) -> N
 def load_base_model(
     config: ml_collections.ConfigDict, pools: Pools | None = None
 ) -> tuple[Transformer, Any]:
-    """(model, tokenizer) as the config's model section describes."""
+    """(model, tokenizer) as the config's model section describes (before any pretraining)."""
     from gptjax import paths
     from gptjax.models.tokenizer import CompactTokenizer, load_tokenizer
     from gptjax.models.transformer import init_model
@@ -119,6 +119,48 @@ def load_base_model(
     return init_model(cfg, seed=m.init_seed), tokenizer
 
 
+def _pretrain_pools(config: ml_collections.ConfigDict) -> Pools:
+    d = config.data
+    kwargs = d.task_kwargs.to_dict() | config.model.pretrain_task_kwargs.to_dict()
+    return build_pools(
+        d.task,
+        pool_size=config.model.pretrain_examples,
+        unseen_size=0,
+        test_size=1,
+        seed=config.seed + 1,
+        fmt=d.format,
+        data_root=d.data_root or None,
+        source=d.source,
+        **kwargs,
+    )
+
+
+def _pretrain(config: ml_collections.ConfigDict, model: Transformer, tokenizer) -> Transformer:
+    from gptjax.collect.pretrain import pretrain_base
+
+    tokens = _tokenize(_pretrain_pools(config).pool, tokenizer, config.data.max_len)
+    model, loss = pretrain_base(
+        model,
+        _token_dict(tokens),
+        steps=config.model.pretrain_steps,
+        batch_size=config.model.pretrain_batch_size,
+        learning_rate=config.model.pretrain_lr,
+        seed=config.seed,
+    )
+    print(f"pretrained the base model: {config.model.pretrain_steps} steps, loss {loss:.4f}")
+    return model
+
+
+def _wait_for(path: Path, timeout_s: float = 3600) -> None:
+    import time
+
+    start = time.monotonic()
+    while not path.is_file():
+        if time.monotonic() - start > timeout_s:
+            raise TimeoutError(f"{path} did not appear within {timeout_s:.0f} s")
+        time.sleep(0.5)
+
+
 def _tokenize(examples, tokenizer, max_len: int) -> TokenizedExamples:
     return tokenize_examples(examples, tokenizer, max_len=max_len)
 
@@ -149,10 +191,15 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | Path) -> Prepared:
     model, tokenizer = load_base_model(config, pools)
     model_dir = workdir / "model"
     primary = jax.process_index() == 0  # with several processes, one writes shared files
-    if (model_dir / "config.json").is_file():
-        model = restore_model(model_dir)  # the exact base every run of this workdir started from
-    elif primary:
-        save_model(model, model_dir)
+    if not (model_dir / "config.json").is_file():  # config.json is written last
+        if primary:
+            if config.model.pretrain_steps:
+                model = _pretrain(config, model, tokenizer)
+            save_model(model, model_dir)
+        else:
+            _wait_for(model_dir / "config.json")
+    # Always the saved copy: every process and every resumed invocation starts from it.
+    model = restore_model(model_dir)
     prep = Prepared(
         pools=pools,
         tokenizer=tokenizer,

@@ -39,7 +39,7 @@ def make_optimizer(
     return optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
 
 
-def _loss_of(graphdef: nnx.GraphDef, params: Any, tokens: dict[str, jax.Array]) -> jax.Array:
+def example_losses(graphdef: nnx.GraphDef, params: Any, tokens: dict[str, jax.Array]) -> jax.Array:
     model = nnx.merge(graphdef, params)
     return per_example_loss(model, *(tokens[k] for k in TOKEN_FIELDS))
 
@@ -50,11 +50,11 @@ def eval_losses(
     """Per-example target loss of every test example, [N], evaluated `chunk` at a time."""
     n = test_tokens["input_ids"].shape[0]
     if n <= chunk:
-        return _loss_of(graphdef, params, test_tokens)
+        return example_losses(graphdef, params, test_tokens)
     pad = -n % chunk
     padded = jax.tree.map(lambda a: jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)), test_tokens)
     blocks = jax.tree.map(lambda a: a.reshape(-1, chunk, *a.shape[1:]), padded)
-    losses = jax.lax.map(lambda blk: _loss_of(graphdef, params, blk), blocks)
+    losses = jax.lax.map(lambda blk: example_losses(graphdef, params, blk), blocks)
     return losses.reshape(-1)[:n]
 
 
@@ -72,7 +72,9 @@ def make_run_step(
 
     def step(params, opt_state, alive, batch_ids, pool_tokens, test_tokens):
         batch = jax.tree.map(lambda a: a[batch_ids], pool_tokens)
-        loss, grads = jax.value_and_grad(lambda p: _loss_of(graphdef, p, batch).mean())(params)
+        loss, grads = jax.value_and_grad(lambda p: example_losses(graphdef, p, batch).mean())(
+            params
+        )
         finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
