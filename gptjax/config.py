@@ -82,15 +82,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.collect.split = "25,2,5"  # train, validation, test runs (the rest are unused)
     c.collect.progress = True
 
+    from baselines.stage import default_config as baselines_defaults
     from simulator.stage import default_config as simulator_defaults
 
     c.simulator = simulator_defaults()
-    try:  # TODO(collect): drop the guard once baselines.stage has landed
-        from baselines.stage import default_config as baselines_defaults
-
-        c.baselines = baselines_defaults()
-    except ImportError:
-        c.baselines = ml_collections.ConfigDict()
+    c.baselines = baselines_defaults()
     return c
 
 
