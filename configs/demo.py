@@ -2,7 +2,7 @@
 
     python -m gptjax.main --config configs/demo.py --workdir workdirs/demo
 
-Pretrains a tiny base model on another world's facts, collects 24 fine-tuning runs of 24
+Pretrains a tiny base model on another world's facts, collects 32 fine-tuning runs of 24
 steps (about a minute on 2 CPU cores), fits GPTfluence and
 Simfluence, runs TracIn-CP / Grad-Dot, and prints a table of all-steps MSE / MAE and
 Spearman scores on held-out runs beside the persistence and mean-trajectory baselines.
@@ -31,12 +31,12 @@ def get_config():
     c.model.num_heads = 4
     c.model.intermediate_size = 256
 
-    c.collect.num_runs = 24
+    c.collect.num_runs = 32
     c.collect.subset_size = 32
     c.collect.batch_size = 4
     c.collect.epochs = 3
-    c.collect.learning_rate = 3e-3
+    c.collect.learning_rate = 1e-3
     c.collect.runs_per_device = 8
     c.collect.save_params = "all"
-    c.collect.split = "16,2,6"
+    c.collect.split = "24,2,6"
     return c
