@@ -9,6 +9,7 @@ share of the runs; process 0 then runs the remaining stages).
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -45,6 +46,11 @@ def main(argv: list[str]) -> None:
         run_pipeline(_CONFIG.value, workdir)
     except (ValueError, FileNotFoundError, TimeoutError) as err:
         print(f"error: {err}", file=sys.stderr)
+        if _DISTRIBUTED.value:
+            # A clean exit would wait in jax.distributed's shutdown barrier for processes
+            # that may be waiting for this one; leave at once (the others see it die).
+            sys.stderr.flush()
+            os._exit(2)
         sys.exit(2)
 
 

@@ -374,7 +374,7 @@ def run_pipeline(config: ml_collections.ConfigDict, workdir: str | Path) -> dict
     results: dict[str, Any] = {}
     if "collect" in stages:
         collect_stage(config, workdir, prep)
-        if jax.process_count() > 1:
+        if jax.process_count() > 1 and set(stages) - {"collect"}:
             if jax.process_index() != 0:
                 return results  # process 0 runs the stages that need every run
             wait_for_runs(workdir, config.collect.num_runs)
