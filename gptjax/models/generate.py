@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from functools import partial
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -210,7 +211,7 @@ def generate_text(
     tokenizer: Tokenizer,
     texts: Sequence[str],
     max_new_tokens: int,
-    **kwargs,
+    **kwargs: Any,
 ) -> list[str]:
     """Text in, text out: tokenizes (no BOS added), generates, decodes without special tokens.
 
