@@ -268,6 +268,13 @@ def collect(
             )
         if writer:
             writer.close()
+            if group is todo[0]:
+                per = writer.bytes_per_checkpoint
+                tqdm.write(
+                    f"parameter checkpoints: {per / 2**20:.1f} MiB each, "
+                    f"{len(spec.save_steps)} per run, "
+                    f"{per * len(spec.save_steps) * spec.num_runs / 2**30:.2f} GiB for all runs"
+                )
         wall = time.perf_counter() - t_start
         for i, run in enumerate(group):
             if run in done:
