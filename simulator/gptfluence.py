@@ -115,7 +115,11 @@ class GPTfluenceDot(nnx.Module):
             fp = self.mlp(train_feats)  # [P, J, h]
             w = count_matrix(ids, train_feats.shape[0], batch_reduce)  # [M, K, P]
             s = jnp.einsum("mkp,pjh->mkjh", w, fp)
-            ft = self.mlp(test_feats)[test_ids]  # [M, J, h]
+            # Test side: whichever is fewer rows, the whole test set or the M gathered ones.
+            if test_feats.shape[0] <= test_ids.shape[0]:
+                ft = self.mlp(test_feats)[test_ids]  # [M, J, h]
+            else:
+                ft = self.mlp(test_feats[test_ids])
         elif mode == "gather":
             rows = self.mlp(train_feats[jnp.maximum(ids, 0)])  # [M, K, B, J, h]
             mask = (ids >= 0)[..., None, None]

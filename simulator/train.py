@@ -474,7 +474,7 @@ def fit(model_kind: str, curricula: np.ndarray, y: np.ndarray, train_features: n
 
     mode = cfg.factor_mode
     if mode == "auto":  # evaluate the MLPs on the whole pool iff that is fewer rows
-        mode = "pool" if n_pool + n_test <= mb * (k * bsz + 1) else "gather"
+        mode = "pool" if n_pool <= mb * k * bsz else "gather"
     epoch_fn = _make_epoch(graphdef, tx, k=k, order=order, batch_reduce=cfg.batch_reduce,
                            pad=cfg.pad, mode=mode)
 
