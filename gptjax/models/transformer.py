@@ -14,6 +14,7 @@ Calling convention (pure; no hidden mutable state, so a jitted step can vmap ove
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -88,12 +89,20 @@ class Attention(nnx.Module):
             k = jax.lax.dynamic_update_slice(cache.key, k.astype(cache.key.dtype), start)
             v = jax.lax.dynamic_update_slice(cache.value, v.astype(cache.value.dtype), start)
             cache = LayerCache(k, v)
-        # Grouped-query attention: query head g*? belongs to key head h // (H/KV), as in HF.
-        q = q.reshape(b, length, kv, h // kv, hd)
-        scores = jnp.einsum("blkgd,bskd->bkgls", q, k) / jnp.sqrt(hd).astype(q.dtype)
+        # Grouped-query attention: query head i belongs to key head i // (H/KV), as in HF.
+        # Heads go in front and a key head's g query heads are stacked along the query axis,
+        # so both products are plain batched [q, d] x [d, s] matmuls over (batch, key head):
+        # XLA:CPU runs these (forward and backward) about twice as fast as the 5-D einsums.
+        # Scaling q rather than the scores touches L*hd values instead of L*S.
+        g = h // kv
+        q = (q * (1.0 / math.sqrt(hd))).reshape(b, length, kv, g, hd)
+        q = q.transpose(0, 2, 3, 1, 4).reshape(b, kv, g * length, hd)
+        k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, KV, S, hd]
+        scores = jnp.einsum("bkqd,bksd->bkqs", q, k).reshape(b, kv, g, length, -1)
         scores = jnp.where(mask[:, None, None], scores.astype(jnp.float32), _MASK_VALUE)
-        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-        attn = jnp.einsum("bkgls,bskd->blkgd", probs, v).reshape(b * length, h * hd)
+        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype).reshape(b, kv, g * length, -1)
+        attn = jnp.einsum("bkqs,bksd->bkqd", probs, v).reshape(b, kv, g, length, hd)
+        attn = attn.transpose(0, 3, 1, 2, 4).reshape(b * length, h * hd)
         return self.out(attn).reshape(b, length, -1), cache
 
 
