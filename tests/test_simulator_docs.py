@@ -3,13 +3,10 @@
 import re
 from pathlib import Path
 
-import pytest
-
 DOC = Path(__file__).resolve().parent.parent / "docs" / "simulator.md"
 
 
-@pytest.mark.slow
-def test_docs_example_runs(tmp_path, monkeypatch, capsys):
+def test_docs_example_runs(tmp_path, capsys):
     code = re.search(r"```python\n(.*?)```", DOC.read_text(), re.S).group(1)
     code = code.replace("/tmp/gptfluence_example", str(tmp_path / "sim"))
     exec(compile(code, str(DOC), "exec"), {"__name__": "docs_example"})
