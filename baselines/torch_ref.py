@@ -119,9 +119,14 @@ def captum_tracincp(
     *,
     batch_size: int = 8,
     test_chunk: int | None = None,
+    test_batch_size: int | None = None,
 ) -> np.ndarray:
     """[M, N] TracInCP scores by Captum (its [test, train] output transposed). Test examples
-    go in chunks of ``test_chunk`` (Captum holds every test gradient of every checkpoint)."""
+    go in chunks of ``test_chunk`` (Captum holds every test gradient of every checkpoint),
+    each given as one batch, or as a DataLoader of ``test_batch_size`` batches (Captum
+    computes a batch's per-example gradients by one backward pass per example through the
+    whole batch's graph, so small batches waste less)."""
+    torch = _torch()
     from captum.influence import TracInCP
 
     names = [f"ckpt{i}" for i in range(len(states))]
@@ -139,10 +144,14 @@ def captum_tracincp(
     test_t = tensors(test)
     n = test_t[0].shape[0]
     chunk = test_chunk or n
-    parts = [
-        tracin.influence(tuple(t[i : i + chunk] for t in test_t)).detach().numpy()
-        for i in range(0, n, chunk)
-    ]
+    parts = []
+    for i in range(0, n, chunk):
+        part = tuple(t[i : i + chunk] for t in test_t)
+        if test_batch_size:
+            part = torch.utils.data.DataLoader(
+                torch.utils.data.TensorDataset(*part), batch_size=test_batch_size
+            )
+        parts.append(tracin.influence(part).detach().numpy())
     return np.concatenate(parts, axis=0).T
 
 
