@@ -407,6 +407,8 @@ def fit(model_kind: str, curricula: np.ndarray, y: np.ndarray, train_features: n
     ``FittedSimulator.restore``.
     """
     cfg = as_fit_config(config)
+    if model_kind == "gptfluence" and (train_features is None or test_features is None):
+        raise ValueError("GPTfluence needs train_features and test_features")
     curricula = np.asarray(curricula, np.int32)
     y = np.asarray(y, np.float32)
     k_runs, steps, bsz = curricula.shape
