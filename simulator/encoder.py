@@ -15,10 +15,10 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -30,6 +30,8 @@ import numpy as np
 import tokenizers
 from flax import nnx
 from safetensors.numpy import load_file
+
+from gptjax.store import atomic_write_bytes
 
 POOLINGS = ("mean", "cls", "pooler")
 
@@ -274,16 +276,9 @@ def cache_path(cache_file: str | os.PathLike, key: str) -> Path:
 
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def cached_features(cache_file: str | os.PathLike, texts: Sequence[str], **kw) -> np.ndarray:

@@ -21,6 +21,8 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from gptjax.store import atomic_write_bytes
+
 from . import metrics as mx
 from .train import FittedSimulator, as_fit_config, fit
 
@@ -96,13 +98,6 @@ def _fingerprint(*arrays: Any) -> str:
     return h.hexdigest()[:16]
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _plot(path: Path, true: np.ndarray, preds: dict[str, np.ndarray], metric: str,
           n_examples: int) -> None:
     import matplotlib
@@ -163,7 +158,7 @@ def fit_or_restore(name: str, cfg: ml_collections.ConfigDict, dyn: dict, y: np.n
                  split["train"], split["val"], fit_cfg, valid=dyn.get("valid"), lr=lr,
                  verbose=bool(cfg.get("verbose", False)))
     fitted.save(model_dir)
-    _atomic_write(key_file, json.dumps(key, indent=1).encode())
+    atomic_write_bytes(key_file, json.dumps(key, indent=1).encode())
     return fitted
 
 
@@ -209,13 +204,13 @@ def run_simulators(dyn: dict, split: dict, cfg: ml_collections.ConfigDict | None
         for name in ("persistence", "mean_trajectory"):
             rows[name] = mx.evaluate(preds[name], true, start)
         out = workdir / "results"
-        _atomic_write(out / f"simulators_{metric}.md",
+        atomic_write_bytes(out / f"simulators_{metric}.md",
                       (f"## {metric}: simulators on {len(test)} held-out test runs\n\n"
                        + mx.results_table(rows)).encode())
-        _atomic_write(out / f"simulators_{metric}.csv", mx.results_csv(rows).encode())
+        atomic_write_bytes(out / f"simulators_{metric}.csv", mx.results_csv(rows).encode())
         _plot(out / f"simulators_{metric}.png", true, preds, metric,
               int(cfg.get("plot_examples", 4)))
         results[metric] = rows
-    _atomic_write(workdir / "results" / "simulators.json",
+    atomic_write_bytes(workdir / "results" / "simulators.json",
                   json.dumps(_json_safe(results), indent=1).encode())
     return results
