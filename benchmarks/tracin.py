@@ -1,7 +1,9 @@
 """TracIn-CP scores: gptjax against Captum's TracInCP on the same model, in one process.
 
     python benchmarks/tracin.py                 # 64 train x 64 test, 3 checkpoints
-    python benchmarks/tracin.py --train 16 --test 16 --captum-batch-size 1
+    python benchmarks/tracin.py --train 16 --test 16 --captum-test-chunk 8
+    python benchmarks/tracin.py --hidden-size 768 --num-layers 12 --num-heads 12 \
+        --train 8 --test 8 --skip-captum --memory-budget-mb 2048      # Pythia-160M shape
 
 A Pythia-style GPT-NeoX (d_model 256, 4 layers, vocabulary 50304; random weights, three
 perturbed copies as checkpoints) scores every (training, test) pair: sequences of 64 tokens
@@ -61,6 +63,10 @@ def main() -> None:
     p.add_argument("--test", type=int, default=64)
     p.add_argument("--length", type=int, default=64)
     p.add_argument("--targets", type=int, default=4)
+    p.add_argument("--hidden-size", type=int, default=256)
+    p.add_argument("--num-layers", type=int, default=4)
+    p.add_argument("--num-heads", type=int, default=4)
+    p.add_argument("--projection-dim", type=int, default=0)
     p.add_argument("--factorize", default="vocab", choices=("none", "vocab", "all"))
     p.add_argument("--memory-budget-mb", type=float, default=4096)
     p.add_argument("--captum-batch-size", type=int, default=1, help="training batch size")
@@ -72,7 +78,12 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.torch_threads)
-    cfg = pythia_style(vocab_size=50304, hidden_size=256, num_layers=4, num_heads=4)
+    cfg = pythia_style(
+        vocab_size=50304,
+        hidden_size=args.hidden_size,
+        num_layers=args.num_layers,
+        num_heads=args.num_heads,
+    )
     graphdef, base = nnx.split(init_model(cfg, 0))
     rng = np.random.default_rng(0)
     states = [
@@ -84,7 +95,8 @@ def main() -> None:
     pairs = args.train * args.test
     n_params = sum(int(np.prod(np.shape(x))) for x in jax.tree.leaves(base))
     print(
-        f"model: GPT-NeoX d_model 256, 4 layers, vocab 50304 ({n_params / 1e6:.1f}M params); "
+        f"model: GPT-NeoX d_model {cfg.hidden_size}, {cfg.num_layers} layers, vocab 50304 "
+        f"({n_params / 1e6:.1f}M params); "
         f"{args.train} train x {args.test} test, {len(states)} checkpoints, "
         f"L={args.length}, {args.targets} target tokens; jax {jax.__version__} "
         f"({jax.devices()[0].platform}), torch {torch.__version__} ({args.torch_threads} threads)"
@@ -93,7 +105,14 @@ def main() -> None:
     engine = GradientEngine(
         graphdef,
         base,
-        GradConfig(factorize=args.factorize, memory_budget_mb=args.memory_budget_mb),
+        GradConfig(
+            factorize=args.factorize,
+            projection_dim=args.projection_dim,
+            memory_budget_mb=args.memory_budget_mb,
+        ),
+    )
+    variant = f"factorize={args.factorize}" + (
+        f", projection_dim={args.projection_dim}" if args.projection_dim else ""
     )
     t0 = time.perf_counter()
     ours = tracin_scores(engine, states, LEARNING_RATES, train, test)
@@ -102,8 +121,8 @@ def main() -> None:
     ours = tracin_scores(engine, states, LEARNING_RATES, train, test)
     t_jax = time.perf_counter() - t0
     rows = [
-        (f"gptjax (factorize={args.factorize}), first call incl. compile", t_first),
-        (f"gptjax (factorize={args.factorize}), steady state", t_jax),
+        (f"gptjax ({variant}), first call incl. compile", t_first),
+        (f"gptjax ({variant}), steady state", t_jax),
     ]
 
     t_captum = float("nan")
