@@ -57,15 +57,30 @@ def main() -> None:
 
     epochs_data = 3
     subset = args.steps * args.batch // epochs_data
-    syn = make_synthetic(n_runs=args.runs + 2, n_test=args.test, n_pool=max(200, subset),
-                         subset_size=subset, epochs=epochs_data, batch_size=args.batch,
-                         dim=args.dim, seed=0)
+    syn = make_synthetic(
+        n_runs=args.runs + 2,
+        n_test=args.test,
+        n_pool=max(200, subset),
+        subset_size=subset,
+        epochs=epochs_data,
+        batch_size=args.batch,
+        dim=args.dim,
+        seed=0,
+    )
     train, val = np.arange(args.runs), np.arange(args.runs, args.runs + 2)
-    cfg = {"variant": args.variant, "order": 1, "epochs": 2, "patience": 10,
-           "batch_size": 128, "lr": 1e-4, "warmup_steps": 200}
+    cfg = {
+        "variant": args.variant,
+        "order": 1,
+        "epochs": 2,
+        "patience": 10,
+        "batch_size": 128,
+        "lr": 1e-4,
+        "warmup_steps": 200,
+    }
     t = time.perf_counter()
-    fitted = fit("gptfluence", syn.curricula, syn.y, syn.train_features, syn.test_features,
-                 train, val, cfg)
+    fitted = fit(
+        "gptfluence", syn.curricula, syn.y, syn.train_features, syn.test_features, train, val, cfg
+    )
     fit_s = time.perf_counter() - t
     epochs = [h for h in fitted.history if "seconds" in h]
     epoch_s = epochs[-1]["seconds"]
@@ -89,15 +104,22 @@ def main() -> None:
     max_diff = float(np.max(np.abs(fast - slow)))
 
     rows = [
-        ("data", f"{args.runs} runs × {args.steps} steps × {args.test} test, B={args.batch}, "
-                 f"d={args.dim}, GPTfluence-{args.variant} n=1"),
+        (
+            "data",
+            f"{args.runs} runs × {args.steps} steps × {args.test} test, B={args.batch}, "
+            f"d={args.dim}, GPTfluence-{args.variant} n=1",
+        ),
         ("training transitions / epoch", f"{transitions:,} ({transitions // 128:,} batches)"),
         ("epoch time (2nd epoch)", f"{epoch_s:.2f} s"),
         ("first epoch incl. compile", f"{first_s:.2f} s (fit total {fit_s:.1f} s)"),
-        ("rollout (table + scan)", f"{n_traj:,} traj in {fast_s * 1e3:.1f} ms = "
-                                   f"{fast_tps:,.0f} traj/s"),
-        ("naive per-transition rollout", f"{k * args.test:,} traj in {naive_s:.2f} s = "
-                                         f"{naive_tps:,.0f} traj/s"),
+        (
+            "rollout (table + scan)",
+            f"{n_traj:,} traj in {fast_s * 1e3:.1f} ms = {fast_tps:,.0f} traj/s",
+        ),
+        (
+            "naive per-transition rollout",
+            f"{k * args.test:,} traj in {naive_s:.2f} s = {naive_tps:,.0f} traj/s",
+        ),
         ("speedup", f"{fast_tps / naive_tps:,.0f}×"),
         ("max |fast − naive|", f"{max_diff:.2e}"),
     ]
@@ -106,10 +128,16 @@ def main() -> None:
     print(f"{'-' * width}-|-{'-' * 40}")
     for name, value in rows:
         print(f"{name:<{width}} | {value}")
-    print(json.dumps({"rollout_traj_per_s": round(fast_tps, 1),
-                      "naive_traj_per_s": round(naive_tps, 2),
-                      "rollout_speedup": round(fast_tps / naive_tps, 1),
-                      "epoch_s": round(epoch_s, 3)}))
+    print(
+        json.dumps(
+            {
+                "rollout_traj_per_s": round(fast_tps, 1),
+                "naive_traj_per_s": round(naive_tps, 2),
+                "rollout_speedup": round(fast_tps / naive_tps, 1),
+                "epoch_s": round(epoch_s, 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

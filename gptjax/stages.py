@@ -358,7 +358,14 @@ def report_stage(config: ml_collections.ConfigDict, workdir: str | Path, results
             by_metric.setdefault(metric, {}).update(rows)
     for metric, rows in sorted(by_metric.items()):
         lines.append(f"## {metric} (held-out test runs)\n")
-        lines.append(results_table(rows))
+        shown = {m: r for m, r in rows.items() if not r.get("not_applicable")}
+        lines.append(results_table(shown))
+        skipped = sorted(set(rows) - set(shown))
+        if skipped:
+            lines.append(
+                f"\nNot applicable to {metric}: {', '.join(skipped)} "
+                "(gradient influence predicts changes in loss only)."
+            )
         lines.append("")
     report = "\n".join(lines)
     store.atomic_write_bytes(workdir / "results" / "report.md", report.encode())

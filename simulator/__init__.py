@@ -14,5 +14,12 @@ imported from their modules.
 from .metrics import evaluate, mean_trajectory, persistence, results_table
 from .train import FitConfig, FittedSimulator, fit
 
-__all__ = ["FitConfig", "FittedSimulator", "evaluate", "fit", "mean_trajectory",
-           "persistence", "results_table"]
+__all__ = [
+    "FitConfig",
+    "FittedSimulator",
+    "evaluate",
+    "fit",
+    "mean_trajectory",
+    "persistence",
+    "results_table",
+]

@@ -109,17 +109,23 @@ class BertModel(nnx.Module):
         self.layers = nnx.List([BertLayer(cfg, rngs) for _ in range(cfg.num_hidden_layers)])
         self.pooler = nnx.Linear(d, d, rngs=rngs)
 
-    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array,
-                 token_type_ids: jax.Array | None = None) -> jax.Array:
+    def __call__(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array,
+        token_type_ids: jax.Array | None = None,
+    ) -> jax.Array:
         seq = input_ids.shape[1]
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
-        x = self.word(input_ids) + self.position(jnp.arange(seq))[None] + self.token_type(
-            token_type_ids)
+        x = (
+            self.word(input_ids)
+            + self.position(jnp.arange(seq))[None]
+            + self.token_type(token_type_ids)
+        )
         x = self.emb_ln(x)
         # Padded keys get the most negative float (as transformers does): exp() of it is 0.
-        bias = jnp.where(attention_mask[:, None, None, :] > 0, 0.0,
-                         jnp.finfo(jnp.float32).min)
+        bias = jnp.where(attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min)
         for layer in self.layers:
             x = layer(x, bias)
         return x
@@ -159,6 +165,7 @@ def load_bert(path: str | os.PathLike | None = None) -> tuple[BertModel, tokeniz
     """Load a BERT encoder and its tokenizer from a local HF directory (default MiniLM)."""
     if path is None:
         from gptjax.paths import minilm_dir
+
         path = minilm_dir()
     path = Path(path)
     cfg = BertConfig.from_json(path / "config.json")
@@ -199,8 +206,9 @@ def _pool(graphdef, state, hidden, mask, *, pooling, normalize):
     return feats
 
 
-def tokenize(tok: tokenizers.Tokenizer, texts: Sequence[str], max_len: int,
-             multiple: int = 16) -> tuple[np.ndarray, np.ndarray]:
+def tokenize(
+    tok: tokenizers.Tokenizer, texts: Sequence[str], max_len: int, multiple: int = 16
+) -> tuple[np.ndarray, np.ndarray]:
     """[CLS] text [SEP], truncated to ``max_len``, right-padded with 0 to a multiple of
     ``multiple`` (few distinct shapes → few compilations)."""
     tok = tokenizers.Tokenizer.from_str(tok.to_str())  # private copy: settings are mutable
@@ -217,9 +225,15 @@ def tokenize(tok: tokenizers.Tokenizer, texts: Sequence[str], max_len: int,
     return ids, mask
 
 
-def encode_texts(texts: Sequence[str], path: str | os.PathLike | None = None,
-                 pooling: str = "mean", batch_size: int = 64, max_len: int = 128,
-                 normalize: bool = False, model=None) -> np.ndarray:
+def encode_texts(
+    texts: Sequence[str],
+    path: str | os.PathLike | None = None,
+    pooling: str = "mean",
+    batch_size: int = 64,
+    max_len: int = 128,
+    normalize: bool = False,
+    model=None,
+) -> np.ndarray:
     """float32 [len(texts), D] features. ``model`` may be a (model, tokenizer) pair from
     ``load_bert`` to avoid reloading."""
     if pooling not in POOLINGS:
@@ -232,7 +246,7 @@ def encode_texts(texts: Sequence[str], path: str | os.PathLike | None = None,
     lengths = [len(t) for t in texts]
     order = np.argsort(lengths, kind="stable")
     for s in range(0, len(texts), batch_size):
-        sel = order[s: s + batch_size]
+        sel = order[s : s + batch_size]
         ids, mask = tokenize(tok, [texts[i] for i in sel], max_len)
         # Pad the batch to a power of two (≤ batch_size): few shapes, few compilations.
         rows = min(batch_size, 1 << max(len(sel) - 1, 0).bit_length())
@@ -248,6 +262,7 @@ def encode_texts(texts: Sequence[str], path: str | os.PathLike | None = None,
 def _model_identity(path: str | os.PathLike | None) -> str:
     if path is None:
         from gptjax.paths import minilm_dir
+
         path = minilm_dir()
     path = Path(path)
     st = path / "model.safetensors"
@@ -284,9 +299,12 @@ def atomic_save_npy(path: Path, array: np.ndarray) -> None:
 def cached_features(cache_file: str | os.PathLike, texts: Sequence[str], **kw) -> np.ndarray:
     """``encode_texts(texts, **kw)`` computed once: stored as ``<cache_file>.<hash>.npy`` where
     the hash covers the texts, the settings and the encoder's identity."""
-    settings = {"pooling": kw.get("pooling", "mean"), "max_len": kw.get("max_len", 128),
-                "normalize": kw.get("normalize", False),
-                "model": _model_identity(kw.get("path"))}
+    settings = {
+        "pooling": kw.get("pooling", "mean"),
+        "max_len": kw.get("max_len", 128),
+        "normalize": kw.get("normalize", False),
+        "model": _model_identity(kw.get("path")),
+    }
     target = cache_path(cache_file, features_key(texts, **settings))
     if target.exists():
         return np.load(target)
@@ -295,9 +313,13 @@ def cached_features(cache_file: str | os.PathLike, texts: Sequence[str], **kw) -
     return feats
 
 
-def pool_hidden_states(hidden_fn: Callable[[jax.Array, jax.Array], jax.Array],
-                       input_ids: np.ndarray, attention_mask: np.ndarray, pooling: str = "last",
-                       batch_size: int = 32) -> np.ndarray:
+def pool_hidden_states(
+    hidden_fn: Callable[[jax.Array, jax.Array], jax.Array],
+    input_ids: np.ndarray,
+    attention_mask: np.ndarray,
+    pooling: str = "last",
+    batch_size: int = 32,
+) -> np.ndarray:
     """Features from a GPT model's own hidden states (the encoder ablation).
 
     ``hidden_fn(input_ids, attention_mask) -> [M, L, D]``; ``pooling="last"`` takes the last
@@ -310,8 +332,8 @@ def pool_hidden_states(hidden_fn: Callable[[jax.Array, jax.Array], jax.Array],
     attention_mask = np.asarray(attention_mask)
     outs = []
     for s in range(0, len(input_ids), batch_size):
-        ids = jnp.asarray(input_ids[s: s + batch_size])
-        mask = jnp.asarray(attention_mask[s: s + batch_size])
+        ids = jnp.asarray(input_ids[s : s + batch_size])
+        mask = jnp.asarray(attention_mask[s : s + batch_size])
         hidden = hidden_fn(ids, mask)
         if pooling == "mean":
             outs.append(np.asarray(masked_mean(hidden, mask), np.float32))

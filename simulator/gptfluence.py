@@ -38,8 +38,9 @@ def _generator(rngs: nnx.Rngs) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def _kernel_init(gen: np.random.Generator, shape: tuple[int, ...], fan_in: int,
-                 init: str) -> jax.Array:
+def _kernel_init(
+    gen: np.random.Generator, shape: tuple[int, ...], fan_in: int, init: str
+) -> jax.Array:
     if init == "torch":
         # torch.nn.Linear: kaiming_uniform(a=√5) ⇒ U(±√(6/((1+5)·fan_in))) = U(±1/√fan_in).
         bound = 1.0 / math.sqrt(fan_in)
@@ -49,8 +50,9 @@ def _kernel_init(gen: np.random.Generator, shape: tuple[int, ...], fan_in: int,
     raise ValueError(f"init must be one of {INITS}, got {init!r}")
 
 
-def _bias_init(gen: np.random.Generator, shape: tuple[int, ...], fan_in: int,
-               init: str) -> jax.Array:
+def _bias_init(
+    gen: np.random.Generator, shape: tuple[int, ...], fan_in: int, init: str
+) -> jax.Array:
     if init == "torch":
         bound = 1.0 / math.sqrt(fan_in)
         return jnp.asarray(gen.uniform(-bound, bound, shape), jnp.float32)
@@ -63,8 +65,7 @@ class StackedMLP(nnx.Module):
     Input [..., din] → output [..., heads, dout].
     """
 
-    def __init__(self, heads: int, din: int, hidden: int, dout: int, *, init: str,
-                 rngs: nnx.Rngs):
+    def __init__(self, heads: int, din: int, hidden: int, dout: int, *, init: str, rngs: nnx.Rngs):
         gen = _generator(rngs)
         self.w1 = nnx.Param(_kernel_init(gen, (heads, din, hidden), din, init))
         self.b1 = nnx.Param(_bias_init(gen, (heads, hidden), din, init))
@@ -93,8 +94,16 @@ def count_matrix(ids: jax.Array, n_pool: int, batch_reduce: str) -> jax.Array:
 class GPTfluenceDot(nnx.Module):
     """Dot variant: one MLP per α order plus one for β, shared by both sides of the product."""
 
-    def __init__(self, order: int, din: int, hidden: int = 384, dout: int = 384, *,
-                 init: str = "torch", rngs: nnx.Rngs):
+    def __init__(
+        self,
+        order: int,
+        din: int,
+        hidden: int = 384,
+        dout: int = 384,
+        *,
+        init: str = "torch",
+        rngs: nnx.Rngs,
+    ):
         self.order = order
         self.mlp = StackedMLP(order + 1, din, hidden, dout, init=init, rngs=rngs)
 
@@ -103,8 +112,15 @@ class GPTfluenceDot(nnx.Module):
         ft = self.mlp(test_feats)  # [N, J, h]
         return jnp.einsum("pjh,njh->jpn", fp, ft)
 
-    def transition_coefs(self, train_feats: jax.Array, test_feats: jax.Array, ids: jax.Array,
-                         test_ids: jax.Array, batch_reduce: str, mode: str = "pool") -> jax.Array:
+    def transition_coefs(
+        self,
+        train_feats: jax.Array,
+        test_feats: jax.Array,
+        ids: jax.Array,
+        test_ids: jax.Array,
+        batch_reduce: str,
+        mode: str = "pool",
+    ) -> jax.Array:
         """ids [M, K, B] (-1 = empty), test_ids [M] → reduced coefficients [M, K, J].
 
         ``mode="pool"`` evaluates the MLPs on every pool and test example once (cheaper when
@@ -133,8 +149,16 @@ class GPTfluenceDot(nnx.Module):
 class GPTfluenceConcat(nnx.Module):
     """Concat variant: MLP([h_i; h']) 2d→hidden→ReLU→hidden2→ReLU, a linear head per α_j and β."""
 
-    def __init__(self, order: int, din: int, hidden: int = 768, hidden2: int = 100, *,
-                 init: str = "torch", rngs: nnx.Rngs):
+    def __init__(
+        self,
+        order: int,
+        din: int,
+        hidden: int = 768,
+        hidden2: int = 100,
+        *,
+        init: str = "torch",
+        rngs: nnx.Rngs,
+    ):
         self.order = order
         self.din = din
         j = order + 1
@@ -150,15 +174,14 @@ class GPTfluenceConcat(nnx.Module):
     def _halves(self, train_feats: jax.Array, test_feats: jax.Array):
         # W·[h_i; h'] = W_a·h_i + W_b·h': the first layer separates into a pool and a test part.
         w1 = self.w1[...]
-        return train_feats @ w1[: self.din], test_feats @ w1[self.din:] + self.b1[...]
+        return train_feats @ w1[: self.din], test_feats @ w1[self.din :] + self.b1[...]
 
     def _pair(self, u: jax.Array, v: jax.Array) -> jax.Array:
         h = jax.nn.relu(u + v)
         h = jax.nn.relu(h @ self.w2[...] + self.b2[...])
         return h @ self.wh[...] + self.bh[...]
 
-    def table(self, train_feats: jax.Array, test_feats: jax.Array,
-              chunk: int = 32) -> jax.Array:
+    def table(self, train_feats: jax.Array, test_feats: jax.Array, chunk: int = 32) -> jax.Array:
         u, v = self._halves(train_feats, test_feats)  # [P, H], [N, H]
         p = u.shape[0]
         pad = (-p) % chunk
@@ -168,8 +191,15 @@ class GPTfluenceConcat(nnx.Module):
         out = out.reshape(-1, v.shape[0], out.shape[-1])[:p]  # [P, N, J]
         return jnp.transpose(out, (2, 0, 1))
 
-    def transition_coefs(self, train_feats: jax.Array, test_feats: jax.Array, ids: jax.Array,
-                         test_ids: jax.Array, batch_reduce: str, mode: str = "gather") -> jax.Array:
+    def transition_coefs(
+        self,
+        train_feats: jax.Array,
+        test_feats: jax.Array,
+        ids: jax.Array,
+        test_ids: jax.Array,
+        batch_reduce: str,
+        mode: str = "gather",
+    ) -> jax.Array:
         del mode  # per-pair work is unavoidable; gathering constant features costs no backward
         u, v = self._halves(train_feats[jnp.maximum(ids, 0)], test_feats[test_ids])
         out = self._pair(u, v[:, None, None, :])  # [M, K, B, J]

@@ -34,8 +34,9 @@ def null_share(batch_reduce: str, batch_size: int) -> float:
     return 1.0 / batch_size if batch_reduce == "sum" else 1.0
 
 
-def one_step_effects(table: np.ndarray, y_ref: np.ndarray, *, order: int, batch_reduce: str,
-                     batch_size: int) -> np.ndarray:
+def one_step_effects(
+    table: np.ndarray, y_ref: np.ndarray, *, order: int, batch_reduce: str, batch_size: int
+) -> np.ndarray:
     """[P, N] one-step effect of each pool example on each test example at state ``y_ref``
     ([N]); see the module docstring."""
     table = np.asarray(table, np.float64)
@@ -47,22 +48,31 @@ def one_step_effects(table: np.ndarray, y_ref: np.ndarray, *, order: int, batch_
 @partial(jax.jit, static_argnames=("order", "batch_reduce", "pad"))
 def _removal(table_ext, curricula, y_given, candidates, scale, *, order, batch_reduce, pad):
     null_id = table_ext.shape[1] - 1
-    base = rollout_table(table_ext, curricula, y_given, order=order,
-                         batch_reduce=batch_reduce, pad=pad, scale=scale)[:, -1]  # [R, N]
+    base = rollout_table(
+        table_ext, curricula, y_given, order=order, batch_reduce=batch_reduce, pad=pad, scale=scale
+    )[:, -1]  # [R, N]
 
     def one(i):
         cf = jnp.where(curricula == i, null_id, curricula)
-        final = rollout_table(table_ext, cf, y_given, order=order,
-                              batch_reduce=batch_reduce, pad=pad, scale=scale)[:, -1]
+        final = rollout_table(
+            table_ext, cf, y_given, order=order, batch_reduce=batch_reduce, pad=pad, scale=scale
+        )[:, -1]
         return jnp.mean(final - base, axis=0)  # [N]
 
     return jax.lax.map(one, candidates)  # sequential over examples: bounded memory
 
 
-def removal_effects(table: np.ndarray, curricula: np.ndarray, y_init: np.ndarray, *,
-                    order: int, batch_reduce: str, pad: str = "first",
-                    candidates: np.ndarray | None = None, scale: np.ndarray | None = None
-                    ) -> np.ndarray:
+def removal_effects(
+    table: np.ndarray,
+    curricula: np.ndarray,
+    y_init: np.ndarray,
+    *,
+    order: int,
+    batch_reduce: str,
+    pad: str = "first",
+    candidates: np.ndarray | None = None,
+    scale: np.ndarray | None = None,
+) -> np.ndarray:
     """[len(candidates), N]: mean over the runs of ŷ_T(without i) − ŷ_T(with i) — *minus*
     that, i.e. the effect of *including* i, so that signs agree with ``one_step_effects``.
 
@@ -77,16 +87,29 @@ def removal_effects(table: np.ndarray, curricula: np.ndarray, y_init: np.ndarray
     table_ext = jnp.concatenate([table, null], axis=1)
     if candidates is None:
         candidates = np.arange(table.shape[1])
-    out = _removal(table_ext, jnp.asarray(curricula, jnp.int32), as_given(y_init),
-                   jnp.asarray(candidates, jnp.int32),
-                   None if scale is None else jnp.asarray(scale, jnp.float32), order=order,
-                   batch_reduce=batch_reduce, pad=pad)
+    out = _removal(
+        table_ext,
+        jnp.asarray(curricula, jnp.int32),
+        as_given(y_init),
+        jnp.asarray(candidates, jnp.int32),
+        None if scale is None else jnp.asarray(scale, jnp.float32),
+        order=order,
+        batch_reduce=batch_reduce,
+        pad=pad,
+    )
     return -np.asarray(out)
 
 
-def fitted_effects(fitted, kind: str = "one_step", *, y_ref: np.ndarray | None = None,
-                   curricula: np.ndarray | None = None, y_init: np.ndarray | None = None,
-                   test_ids=None, lr: np.ndarray | None = None) -> np.ndarray:
+def fitted_effects(
+    fitted,
+    kind: str = "one_step",
+    *,
+    y_ref: np.ndarray | None = None,
+    curricula: np.ndarray | None = None,
+    y_init: np.ndarray | None = None,
+    test_ids=None,
+    lr: np.ndarray | None = None,
+) -> np.ndarray:
     """Scores [P, N] from a ``FittedSimulator`` (``kind`` "one_step" needs ``y_ref``;
     "removal" needs ``curricula`` and ``y_init``)."""
     table = fitted.coef_table(test_ids)
@@ -98,8 +121,13 @@ def fitted_effects(fitted, kind: str = "one_step", *, y_ref: np.ndarray | None =
         if y_ref is None:
             raise ValueError("one_step effects need y_ref [N]")
         y_ref = np.asarray(y_ref) - (0.0 if anchor is None else anchor.mean(0))
-        return one_step_effects(table, y_ref, order=fitted.order, batch_reduce=cfg.batch_reduce,
-                                batch_size=fitted.batch_size)
+        return one_step_effects(
+            table,
+            y_ref,
+            order=fitted.order,
+            batch_reduce=cfg.batch_reduce,
+            batch_size=fitted.batch_size,
+        )
     if kind == "removal":
         if curricula is None or y_init is None:
             raise ValueError("removal effects need curricula and y_init")
@@ -107,14 +135,21 @@ def fitted_effects(fitted, kind: str = "one_step", *, y_ref: np.ndarray | None =
         y_init = np.asarray(y_init)
         if anchor is not None:
             y_init = y_init - (anchor[0] if y_init.ndim == 2 else anchor[: y_init.shape[1]])
-        return removal_effects(table, c, y_init, order=fitted.order,
-                               batch_reduce=cfg.batch_reduce, pad=cfg.pad,
-                               scale=fitted.step_scale(lr, c.shape[0], c.shape[1]))
+        return removal_effects(
+            table,
+            c,
+            y_init,
+            order=fitted.order,
+            batch_reduce=cfg.batch_reduce,
+            pad=cfg.pad,
+            scale=fitted.step_scale(lr, c.shape[0], c.shape[1]),
+        )
     raise ValueError(f"kind must be 'one_step' or 'removal', got {kind!r}")
 
 
-def counterfactual(fitted, curricula: np.ndarray, y_init: np.ndarray, test_ids=None,
-                   lr: np.ndarray | None = None) -> np.ndarray:
+def counterfactual(
+    fitted, curricula: np.ndarray, y_init: np.ndarray, test_ids=None, lr: np.ndarray | None = None
+) -> np.ndarray:
     """Simulated trajectories [R, T+1, N] under any curriculum (e.g. with examples removed
     (-1), replaced, reordered or unseen)."""
     return fitted.rollout(curricula, y_init, test_ids, lr=lr)
@@ -124,8 +159,9 @@ def _helpfulness(scores: np.ndarray, higher_is_better: bool) -> np.ndarray:
     return np.asarray(scores) if higher_is_better else -np.asarray(scores)
 
 
-def top_k(scores: np.ndarray, test_id: int, k: int = 10, higher_is_better: bool = False
-          ) -> tuple[np.ndarray, np.ndarray]:
+def top_k(
+    scores: np.ndarray, test_id: int, k: int = 10, higher_is_better: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """(most helpful, most harmful) pool ids for one test example, best first."""
     h = _helpfulness(scores, higher_is_better)[:, test_id]
     order = np.argsort(-h, kind="stable")

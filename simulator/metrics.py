@@ -24,8 +24,15 @@ import warnings
 import numpy as np
 from scipy.stats import rankdata
 
-KEYS = ("mse_mean", "mse_std", "mae_mean", "mae_std", "final_spearman_mean",
-        "final_spearman_std", "across_run_spearman")
+KEYS = (
+    "mse_mean",
+    "mse_std",
+    "mae_mean",
+    "mae_std",
+    "final_spearman_mean",
+    "final_spearman_std",
+    "across_run_spearman",
+)
 
 
 def spearman(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -81,11 +88,17 @@ def evaluate(pred: np.ndarray, true: np.ndarray, start: int = 1) -> dict:
         mse_mean, mse_std = float(np.mean(mse)), float(np.std(mse))
         mae_mean, mae_std = float(np.mean(mae)), float(np.std(mae))
     return {
-        "mse_mean": mse_mean, "mse_std": mse_std, "mae_mean": mae_mean, "mae_std": mae_std,
-        "final_spearman_mean": fs_mean, "final_spearman_std": fs_std,
+        "mse_mean": mse_mean,
+        "mse_std": mse_std,
+        "mae_mean": mae_mean,
+        "mae_std": mae_std,
+        "final_spearman_mean": fs_mean,
+        "final_spearman_std": fs_std,
         "across_run_spearman": ar_mean,
-        "final_spearman_nan": fs_nan, "across_run_nan": ar_nan,
-        "n_runs": int(r), "n_trajectories": int(mse.size),
+        "final_spearman_nan": fs_nan,
+        "across_run_nan": ar_nan,
+        "n_runs": int(r),
+        "n_trajectories": int(mse.size),
         "n_nonfinite": int((~np.isfinite(pred[:, start:]) & seen).sum()),
     }
 
@@ -93,7 +106,7 @@ def evaluate(pred: np.ndarray, true: np.ndarray, start: int = 1) -> dict:
 def persistence(true: np.ndarray, start: int = 1) -> np.ndarray:
     """ŷ_t = the last given value y_{start-1} (y_0 for start=1) for every simulated step."""
     true = np.asarray(true)
-    pred = np.repeat(true[:, start - 1: start], true.shape[1], axis=1).copy()
+    pred = np.repeat(true[:, start - 1 : start], true.shape[1], axis=1).copy()
     pred[:, :start] = true[:, :start]
     return pred
 
@@ -118,7 +131,7 @@ def _fmt(x: float, digits: int = 4) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "nan"
     ax = abs(x)
-    if ax != 0 and (ax < 10 ** -digits or ax >= 1e5):
+    if ax != 0 and (ax < 10**-digits or ax >= 1e5):
         return f"{x:.{digits - 1}e}"
     return f"{x:.{digits}f}"
 
@@ -135,7 +148,8 @@ def results_table(rows: dict[str, dict]) -> str:
             f"| {name} | {_fmt(m['mse_mean'])} ({_fmt(m['mse_std'])}) "
             f"| {_fmt(m['mae_mean'])} ({_fmt(m['mae_std'])}) "
             f"| {_fmt(m['final_spearman_mean'], 3)} ({_fmt(m['final_spearman_std'], 3)}) "
-            f"| {_fmt(m['across_run_spearman'], 3)} |")
+            f"| {_fmt(m['across_run_spearman'], 3)} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -43,9 +43,15 @@ def _step(graphdef, params, batch_feats, batch_mask, test_feats, hist, *, order,
     return y, jnp.concatenate([y[:, None], hist[:, :-1]], axis=1)
 
 
-def naive_rollout(model: nnx.Module, train_features: np.ndarray, test_features: np.ndarray,
-                  curricula: np.ndarray, y0: np.ndarray, *, batch_reduce: str = "sum"
-                  ) -> np.ndarray:
+def naive_rollout(
+    model: nnx.Module,
+    train_features: np.ndarray,
+    test_features: np.ndarray,
+    curricula: np.ndarray,
+    y0: np.ndarray,
+    *,
+    batch_reduce: str = "sum",
+) -> np.ndarray:
     """[R, T+1, N] from y_0 [R, N] (history before step 0 padded with y_0)."""
     graphdef, params = nnx.split(model, nnx.Param)
     order = model.order
@@ -60,7 +66,15 @@ def naive_rollout(model: nnx.Module, train_features: np.ndarray, test_features: 
             ids = curricula[r, t]
             feats = train_features[np.maximum(ids, 0)]
             mask = jnp.asarray(ids >= 0, jnp.float32)
-            y, hist = _step(graphdef, params, feats, mask, test_features, hist, order=order,
-                            batch_reduce=batch_reduce)
+            y, hist = _step(
+                graphdef,
+                params,
+                feats,
+                mask,
+                test_features,
+                hist,
+                order=order,
+                batch_reduce=batch_reduce,
+            )
             out[r, t + 1] = np.asarray(y)
     return out

@@ -91,16 +91,20 @@ def step_coefficients(table: jax.Array, curricula: jax.Array, batch_reduce: str)
     r, t, _ = curricula.shape
     rows = jnp.arange(r * t).reshape(r, t, 1)
     # Scatter-add the batch into per-step counts (memory R·T·P; padding slots add 0).
-    counts = jnp.zeros((r * t, n_pool), table.dtype).at[
-        jnp.broadcast_to(rows, curricula.shape), jnp.maximum(curricula, 0)].add(
-        (curricula >= 0).astype(table.dtype)).reshape(r, t, n_pool)
+    counts = (
+        jnp.zeros((r * t, n_pool), table.dtype)
+        .at[jnp.broadcast_to(rows, curricula.shape), jnp.maximum(curricula, 0)]
+        .add((curricula >= 0).astype(table.dtype))
+        .reshape(r, t, n_pool)
+    )
     if batch_reduce == "mean":
         counts = counts / jnp.maximum((curricula >= 0).sum(-1, keepdims=True), 1)
     return jnp.einsum("rtp,jpn->rtjn", counts, table)
 
 
-def _trajectory(coefs: jax.Array, y_given: jax.Array, scale: jax.Array, *, order: int,
-                pad: str) -> jax.Array:
+def _trajectory(
+    coefs: jax.Array, y_given: jax.Array, scale: jax.Array, *, order: int, pad: str
+) -> jax.Array:
     """Roll out one (run, test example) trajectory.
 
     coefs: [T, J] — reduced α_1..α_n, β of each step. y_given: [m] — the first m true
@@ -115,14 +119,21 @@ def _trajectory(coefs: jax.Array, y_given: jax.Array, scale: jax.Array, *, order
         y = advance(hist, scale_step(c_t, s_t, order), order)
         return push(hist, y), y
 
-    _, ys = jax.lax.scan(step, hist0, (coefs[m - 1:], scale[m - 1:]))
+    _, ys = jax.lax.scan(step, hist0, (coefs[m - 1 :], scale[m - 1 :]))
     return jnp.concatenate([y_given, ys])
 
 
 @partial(jax.jit, static_argnames=("order", "batch_reduce", "pad"))
-def rollout_table(table: jax.Array, curricula: jax.Array, y_given: jax.Array, *, order: int,
-                  batch_reduce: str = "sum", pad: str = "first",
-                  scale: jax.Array | None = None) -> jax.Array:
+def rollout_table(
+    table: jax.Array,
+    curricula: jax.Array,
+    y_given: jax.Array,
+    *,
+    order: int,
+    batch_reduce: str = "sum",
+    pad: str = "first",
+    scale: jax.Array | None = None,
+) -> jax.Array:
     """Autoregressive rollout of every (run, test example) trajectory.
 
     table: [order + 1, P, N]; curricula: int32 [R, T, B] (ids index the table's P axis, -1 =
@@ -136,8 +147,9 @@ def rollout_table(table: jax.Array, curricula: jax.Array, y_given: jax.Array, *,
     if scale is None:
         scale = jnp.ones(curricula.shape[:2], table.dtype)
     coefs = step_coefficients(table, curricula, batch_reduce)  # [R, T, J, N]
-    per_example = jax.vmap(partial(_trajectory, order=order, pad=pad),
-                           in_axes=(2, 1, None), out_axes=1)  # over test examples
+    per_example = jax.vmap(
+        partial(_trajectory, order=order, pad=pad), in_axes=(2, 1, None), out_axes=1
+    )  # over test examples
     per_run = jax.vmap(per_example, in_axes=(0, 0, 0), out_axes=0)
     return per_run(coefs, y_given, scale)
 

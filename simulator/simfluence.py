@@ -18,8 +18,15 @@ from .rollout import reduce_batch
 
 
 class SimfluenceLinear(nnx.Module):
-    def __init__(self, n_pool: int, n_test: int, *, batch_size: int, batch_reduce: str = "sum",
-                 rngs: nnx.Rngs | None = None):
+    def __init__(
+        self,
+        n_pool: int,
+        n_test: int,
+        *,
+        batch_size: int,
+        batch_reduce: str = "sum",
+        rngs: nnx.Rngs | None = None,
+    ):
         del rngs  # deterministic initialisation; accepted for a uniform constructor
         self.order = 1
         self.a0 = 1.0 / batch_size if batch_reduce == "sum" else 1.0
@@ -32,8 +39,7 @@ class SimfluenceLinear(nnx.Module):
         b = self.b[...][train_ids][:, test_ids]
         return jnp.stack([a, b])
 
-    def transition_coefs(self, ids: jax.Array, test_ids: jax.Array,
-                         batch_reduce: str) -> jax.Array:
+    def transition_coefs(self, ids: jax.Array, test_ids: jax.Array, batch_reduce: str) -> jax.Array:
         """ids [M, K, B], test_ids [M] → [M, K, 2]."""
         safe = jnp.maximum(ids, 0)
         tid = test_ids[:, None, None]

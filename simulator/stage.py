@@ -98,8 +98,9 @@ def _fingerprint(*arrays: Any) -> str:
     return h.hexdigest()[:16]
 
 
-def _plot(path: Path, true: np.ndarray, preds: dict[str, np.ndarray], metric: str,
-          n_examples: int) -> None:
+def _plot(
+    path: Path, true: np.ndarray, preds: dict[str, np.ndarray], metric: str, n_examples: int
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -138,32 +139,57 @@ def _json_safe(x: Any) -> Any:
     return x
 
 
-def fit_or_restore(name: str, cfg: ml_collections.ConfigDict, dyn: dict, y: np.ndarray,
-                   split: dict, model_dir: Path) -> FittedSimulator:
+def fit_or_restore(
+    name: str,
+    cfg: ml_collections.ConfigDict,
+    dyn: dict,
+    y: np.ndarray,
+    split: dict,
+    model_dir: Path,
+) -> FittedSimulator:
     """Restore the simulator checkpointed in ``model_dir`` if it was fitted with the same
     settings on the same data; fit and checkpoint it otherwise."""
     kind, settings = _model_settings(name, cfg)
     fit_cfg = as_fit_config(settings)
-    key = {"kind": kind, "config": repr(fit_cfg), "split": [list(map(int, split["train"])),
-                                                         list(map(int, split["val"]))],
-           "data": _fingerprint(dyn["curricula"], y, dyn["train_features"],
-                                dyn["test_features"], dyn.get("valid", np.ones(1, bool)),
-                                dyn.get("lr") if fit_cfg.lr_scale else np.zeros(1))}
+    key = {
+        "kind": kind,
+        "config": repr(fit_cfg),
+        "split": [list(map(int, split["train"])), list(map(int, split["val"]))],
+        "data": _fingerprint(
+            dyn["curricula"],
+            y,
+            dyn["train_features"],
+            dyn["test_features"],
+            dyn.get("valid", np.ones(1, bool)),
+            dyn.get("lr") if fit_cfg.lr_scale else np.zeros(1),
+        ),
+    }
     key_file = model_dir / "stage_key.json"
     if FittedSimulator.exists(model_dir) and key_file.is_file():
         if json.loads(key_file.read_text()) == key:
             return FittedSimulator.restore(model_dir)
     lr = dyn.get("lr") if fit_cfg.lr_scale else None
-    fitted = fit(kind, dyn["curricula"], y, dyn["train_features"], dyn["test_features"],
-                 split["train"], split["val"], fit_cfg, valid=dyn.get("valid"), lr=lr,
-                 verbose=bool(cfg.get("verbose", False)))
+    fitted = fit(
+        kind,
+        dyn["curricula"],
+        y,
+        dyn["train_features"],
+        dyn["test_features"],
+        split["train"],
+        split["val"],
+        fit_cfg,
+        valid=dyn.get("valid"),
+        lr=lr,
+        verbose=bool(cfg.get("verbose", False)),
+    )
     fitted.save(model_dir)
     atomic_write_bytes(key_file, json.dumps(key, indent=1).encode())
     return fitted
 
 
-def run_simulators(dyn: dict, split: dict, cfg: ml_collections.ConfigDict | None,
-                   workdir: str | os.PathLike) -> dict[str, dict]:
+def run_simulators(
+    dyn: dict, split: dict, cfg: ml_collections.ConfigDict | None, workdir: str | os.PathLike
+) -> dict[str, dict]:
     """Fit, evaluate and report every configured simulator for every metric.
 
     ``dyn``: curricula [K, T, B], metrics {name: y [K, T+1, N]}, valid [K],
@@ -193,24 +219,30 @@ def run_simulators(dyn: dict, split: dict, cfg: ml_collections.ConfigDict | None
         rows: dict[str, dict] = {}
         preds: dict[str, np.ndarray] = {}
         for name in models:
-            fitted = fit_or_restore(name, cfg, dyn, y, runs,
-                                    workdir / "simulators" / metric / name)
+            fitted = fit_or_restore(name, cfg, dyn, y, runs, workdir / "simulators" / metric / name)
             lr = dyn.get("lr")
-            preds[name] = fitted.rollout(curricula[test], true[:, :start],
-                                         lr=None if lr is None else np.asarray(lr)[test])
+            preds[name] = fitted.rollout(
+                curricula[test], true[:, :start], lr=None if lr is None else np.asarray(lr)[test]
+            )
             rows[name] = mx.evaluate(preds[name], true, start)
         preds["persistence"] = mx.persistence(true, start)
         preds["mean_trajectory"] = mx.mean_trajectory(y[runs["train"]], true, start)
         for name in ("persistence", "mean_trajectory"):
             rows[name] = mx.evaluate(preds[name], true, start)
         out = workdir / "results"
-        atomic_write_bytes(out / f"simulators_{metric}.md",
-                      (f"## {metric}: simulators on {len(test)} held-out test runs\n\n"
-                       + mx.results_table(rows)).encode())
+        atomic_write_bytes(
+            out / f"simulators_{metric}.md",
+            (
+                f"## {metric}: simulators on {len(test)} held-out test runs\n\n"
+                + mx.results_table(rows)
+            ).encode(),
+        )
         atomic_write_bytes(out / f"simulators_{metric}.csv", mx.results_csv(rows).encode())
-        _plot(out / f"simulators_{metric}.png", true, preds, metric,
-              int(cfg.get("plot_examples", 4)))
+        _plot(
+            out / f"simulators_{metric}.png", true, preds, metric, int(cfg.get("plot_examples", 4))
+        )
         results[metric] = rows
-    atomic_write_bytes(workdir / "results" / "simulators.json",
-                  json.dumps(_json_safe(results), indent=1).encode())
+    atomic_write_bytes(
+        workdir / "results" / "simulators.json", json.dumps(_json_safe(results), indent=1).encode()
+    )
     return results

@@ -46,9 +46,14 @@ class SyntheticDynamics:
         y_given = np.asarray(y_given, np.float32)
         if y_given.ndim == 2:
             y_given = y_given[:, None]
-        out = rollout_table(jnp.asarray(self.table), jnp.asarray(curricula, jnp.int32),
-                            jnp.asarray(y_given), order=self.order,
-                            batch_reduce=self.batch_reduce, pad="first")
+        out = rollout_table(
+            jnp.asarray(self.table),
+            jnp.asarray(curricula, jnp.int32),
+            jnp.asarray(y_given),
+            order=self.order,
+            batch_reduce=self.batch_reduce,
+            pad="first",
+        )
         return np.asarray(out)
 
 
@@ -63,8 +68,14 @@ def _random_mlp_factors(rng: np.random.Generator, x: np.ndarray, hidden: int) ->
     return out - out.mean(axis=0, keepdims=True)
 
 
-def make_curricula(rng: np.random.Generator, n_runs: int, pool_ids: list[np.ndarray],
-                   subset_size: int, epochs: int, batch_size: int) -> np.ndarray:
+def make_curricula(
+    rng: np.random.Generator,
+    n_runs: int,
+    pool_ids: list[np.ndarray],
+    subset_size: int,
+    epochs: int,
+    batch_size: int,
+) -> np.ndarray:
     """Per run: a random subset of its pool, ``epochs`` shuffled passes in batches of B."""
     steps_per_epoch = subset_size // batch_size
     out = np.empty((n_runs, epochs * steps_per_epoch, batch_size), np.int32)
@@ -72,19 +83,36 @@ def make_curricula(rng: np.random.Generator, n_runs: int, pool_ids: list[np.ndar
         subset = rng.choice(pool_ids[k], size=subset_size, replace=False)
         for e in range(epochs):
             order = rng.permutation(subset)[: steps_per_epoch * batch_size]
-            out[k, e * steps_per_epoch:(e + 1) * steps_per_epoch] = order.reshape(-1, batch_size)
+            out[k, e * steps_per_epoch : (e + 1) * steps_per_epoch] = order.reshape(-1, batch_size)
     return out
 
 
-def make_synthetic(*, n_runs: int = 30, n_test: int = 32, n_pool: int = 64, n_unseen: int = 0,
-                   unseen_runs: int = 0, subset_size: int = 48, epochs: int = 3,
-                   batch_size: int = 4, dim: int = 16, order: int = 1,
-                   batch_reduce: str = "sum", alpha_sum: float = 0.95,
-                   alpha_spread: float = 0.08, beta_mean: float = 0.05,
-                   beta_spread: float = 0.15, y0_range: tuple[float, float] = (1.0, 3.0),
-                   process_noise: float = 0.02, obs_noise: float = 0.0, n_harmful: int = 0,
-                   harm: float = 0.3, n_invalid: int = 0, true_hidden: int = 8,
-                   seed: int = 0) -> SyntheticDynamics:
+def make_synthetic(
+    *,
+    n_runs: int = 30,
+    n_test: int = 32,
+    n_pool: int = 64,
+    n_unseen: int = 0,
+    unseen_runs: int = 0,
+    subset_size: int = 48,
+    epochs: int = 3,
+    batch_size: int = 4,
+    dim: int = 16,
+    order: int = 1,
+    batch_reduce: str = "sum",
+    alpha_sum: float = 0.95,
+    alpha_spread: float = 0.08,
+    beta_mean: float = 0.05,
+    beta_spread: float = 0.15,
+    y0_range: tuple[float, float] = (1.0, 3.0),
+    process_noise: float = 0.02,
+    obs_noise: float = 0.0,
+    n_harmful: int = 0,
+    harm: float = 0.3,
+    n_invalid: int = 0,
+    true_hidden: int = 8,
+    seed: int = 0,
+) -> SyntheticDynamics:
     """Generate dynamics; ``*_spread`` are per-example standard deviations in "mean" units
     (the coefficient an example would have if it were the whole batch)."""
     rng = np.random.default_rng(seed)
@@ -139,7 +167,17 @@ def make_synthetic(*, n_runs: int = 30, n_test: int = 32, n_pool: int = 64, n_un
         valid[bad] = False
         y[bad] = np.nan
     return SyntheticDynamics(
-        curricula=curricula, y=y.astype(np.float32), valid=valid, train_features=train_x,
-        test_features=test_x, table=table, order=order, batch_reduce=batch_reduce,
-        process_noise=process_noise, obs_noise=obs_noise, n_seen=n_pool, harmful=harmful,
-        representable=bool(np.all(offsets >= 0)))
+        curricula=curricula,
+        y=y.astype(np.float32),
+        valid=valid,
+        train_features=train_x,
+        test_features=test_x,
+        table=table,
+        order=order,
+        batch_reduce=batch_reduce,
+        process_noise=process_noise,
+        obs_noise=obs_noise,
+        n_seen=n_pool,
+        harmful=harmful,
+        representable=bool(np.all(offsets >= 0)),
+    )

@@ -92,11 +92,15 @@ def as_fit_config(config: Any) -> FitConfig:
     return FitConfig(**{k: v for k, v in dict(config).items() if k in names}).resolved()
 
 
-def build_model(kind: str, cfg: FitConfig, dim: int, n_pool: int, n_test: int,
-                batch_size: int) -> nnx.Module:
+def build_model(
+    kind: str, cfg: FitConfig, dim: int, n_pool: int, n_test: int, batch_size: int
+) -> nnx.Module:
     rngs = nnx.Rngs(cfg.seed)
-    if (cfg.init not in INITS or cfg.batch_reduce not in rl.REDUCE_MODES
-            or cfg.pad not in rl.PAD_MODES):
+    if (
+        cfg.init not in INITS
+        or cfg.batch_reduce not in rl.REDUCE_MODES
+        or cfg.pad not in rl.PAD_MODES
+    ):
         raise ValueError(f"bad init/batch_reduce/pad in {cfg}")
     if kind == "gptfluence":
         if not 1 <= cfg.order <= 10:
@@ -104,12 +108,14 @@ def build_model(kind: str, cfg: FitConfig, dim: int, n_pool: int, n_test: int,
         if cfg.variant == "dot":
             return GPTfluenceDot(cfg.order, dim, cfg.hidden, cfg.out_dim, init=cfg.init, rngs=rngs)
         if cfg.variant == "concat":
-            return GPTfluenceConcat(cfg.order, dim, cfg.hidden, cfg.out_dim, init=cfg.init,
-                                    rngs=rngs)
+            return GPTfluenceConcat(
+                cfg.order, dim, cfg.hidden, cfg.out_dim, init=cfg.init, rngs=rngs
+            )
         raise ValueError(f"variant must be 'dot' or 'concat', got {cfg.variant!r}")
     if kind == "simfluence":
-        return SimfluenceLinear(n_pool, n_test, batch_size=batch_size,
-                                batch_reduce=cfg.batch_reduce)
+        return SimfluenceLinear(
+            n_pool, n_test, batch_size=batch_size, batch_reduce=cfg.batch_reduce
+        )
     raise ValueError(f"model_kind must be one of {KINDS}, got {kind!r}")
 
 
@@ -120,12 +126,26 @@ def _table(model, train_feats, test_feats, train_ids, test_ids):
 
 
 @partial(jax.jit, static_argnames=("graphdef", "order", "batch_reduce", "pad"))
-def _rollout_params(graphdef, params, train_feats, test_feats, train_ids, test_ids, curricula,
-                    y_given, scale, *, order, batch_reduce, pad):
+def _rollout_params(
+    graphdef,
+    params,
+    train_feats,
+    test_feats,
+    train_ids,
+    test_ids,
+    curricula,
+    y_given,
+    scale,
+    *,
+    order,
+    batch_reduce,
+    pad,
+):
     """Table from the parameters (once), then the scanned rollout. One compiled function."""
     table = _table(nnx.merge(graphdef, params), train_feats, test_feats, train_ids, test_ids)
-    return rl.rollout_table(table, curricula, y_given, order=order, batch_reduce=batch_reduce,
-                            pad=pad, scale=scale)
+    return rl.rollout_table(
+        table, curricula, y_given, order=order, batch_reduce=batch_reduce, pad=pad, scale=scale
+    )
 
 
 @partial(jax.jit, static_argnames=("graphdef",))
@@ -170,8 +190,9 @@ class FittedSimulator:
         te = jnp.zeros((1, 1)) if te is None else jnp.asarray(te, jnp.float32)
         return tr, te, jnp.asarray(train_ids, jnp.int32), jnp.asarray(test_ids, jnp.int32)
 
-    def coef_table(self, test_ids=None, train_ids=None, *, train_features=None,
-                   test_features=None) -> np.ndarray:
+    def coef_table(
+        self, test_ids=None, train_ids=None, *, train_features=None, test_features=None
+    ) -> np.ndarray:
         """[order+1, P, N] per-example coefficients (α_1..α_n, β), over ``train_ids`` (default
         every pool example) and ``test_ids`` (default every test example)."""
         if train_ids is None:
@@ -187,16 +208,25 @@ class FittedSimulator:
             return np.ones((runs, steps), np.float32)
         if lr is None:
             if self.mean_lr is None or len(self.mean_lr) != steps:
-                raise ValueError(f"this simulator conditions on the learning rate: pass lr "
-                                 f"[R, {steps}] (it was trained on {len(self.mean_lr or [])} "
-                                 f"steps)")
+                raise ValueError(
+                    f"this simulator conditions on the learning rate: pass lr "
+                    f"[R, {steps}] (it was trained on {len(self.mean_lr or [])} "
+                    f"steps)"
+                )
             lr = np.asarray(self.mean_lr)
         lr = np.broadcast_to(np.asarray(lr, np.float64), (runs, steps))
         return (lr / self.lr_ref).astype(np.float32)
 
-    def rollout(self, curricula: np.ndarray, y_init: np.ndarray, test_ids=None, *,
-                lr: np.ndarray | None = None, train_features=None, test_features=None
-                ) -> np.ndarray:
+    def rollout(
+        self,
+        curricula: np.ndarray,
+        y_init: np.ndarray,
+        test_ids=None,
+        *,
+        lr: np.ndarray | None = None,
+        train_features=None,
+        test_features=None,
+    ) -> np.ndarray:
         """Simulate runs with any curriculum (int [R, T, B], -1 = empty slot) from
         ``y_init`` ([R, N]: y_0, or [R, m, N]: the first m values) → [R, T+1, N].
 
@@ -209,13 +239,22 @@ class FittedSimulator:
         args = self._inputs(used, test_ids, train_features, test_features)
         y_given = rl.as_given(y_init)
         if y_given.shape[2] != args[3].shape[0]:
-            raise ValueError(f"y_init has {y_given.shape[2]} test examples, "
-                             f"test_ids {args[3].shape[0]}")
+            raise ValueError(
+                f"y_init has {y_given.shape[2]} test examples, test_ids {args[3].shape[0]}"
+            )
         scale = jnp.asarray(self.step_scale(lr, *compact.shape[:2]))
         anchor = self._anchor(args[3], compact.shape[1], test_features)
-        out = _rollout_params(self.graphdef, self.params, *args, jnp.asarray(compact),
-                              y_given - anchor[: y_given.shape[1]], scale, order=self.order,
-                              batch_reduce=self.config.batch_reduce, pad=self.config.pad)
+        out = _rollout_params(
+            self.graphdef,
+            self.params,
+            *args,
+            jnp.asarray(compact),
+            y_given - anchor[: y_given.shape[1]],
+            scale,
+            order=self.order,
+            batch_reduce=self.config.batch_reduce,
+            pad=self.config.pad,
+        )
         return np.asarray(out + anchor)
 
     def _anchor(self, test_ids, steps: int, test_features=None) -> jax.Array:
@@ -223,14 +262,18 @@ class FittedSimulator:
         if self.anchor_traj is None:
             return jnp.zeros((steps + 1, len(test_ids)), jnp.float32)
         if test_features is not None or steps + 1 != self.anchor_traj.shape[0]:
-            raise ValueError("a simulator anchored on the mean training trajectory rolls out "
-                             f"its own test examples over {self.anchor_traj.shape[0] - 1} "
-                             "steps only")
+            raise ValueError(
+                "a simulator anchored on the mean training trajectory rolls out "
+                f"its own test examples over {self.anchor_traj.shape[0] - 1} "
+                "steps only"
+            )
         return jnp.asarray(self.anchor_traj[:, np.asarray(test_ids)], jnp.float32)
 
-    def evaluate(self, curricula: np.ndarray, y: np.ndarray, start: int = 1,
-                 lr: np.ndarray | None = None) -> dict:
+    def evaluate(
+        self, curricula: np.ndarray, y: np.ndarray, start: int = 1, lr: np.ndarray | None = None
+    ) -> dict:
         from .metrics import evaluate
+
         return evaluate(self.rollout(curricula, y[:, :start], lr=lr), y, start=start)
 
     # ---- persistence -------------------------------------------------------------------
@@ -247,10 +290,17 @@ class FittedSimulator:
             tree["anchor"] = np.asarray(self.anchor_traj, np.float32)
         with ocp.StandardCheckpointer() as ckpt:
             ckpt.save(path / "state", tree, force=True)
-        meta = {"format": FORMAT_VERSION, "kind": self.kind,
-                "config": dataclasses.asdict(self.config), "n_pool": self.n_pool,
-                "n_test": self.n_test, "batch_size": self.batch_size, "history": self.history,
-                "lr_ref": self.lr_ref, "mean_lr": self.mean_lr}
+        meta = {
+            "format": FORMAT_VERSION,
+            "kind": self.kind,
+            "config": dataclasses.asdict(self.config),
+            "n_pool": self.n_pool,
+            "n_test": self.n_test,
+            "batch_size": self.batch_size,
+            "history": self.history,
+            "lr_ref": self.lr_ref,
+            "mean_lr": self.mean_lr,
+        }
         tmp = path / "meta.json.tmp"
         tmp.write_text(json.dumps(meta, indent=1))
         os.replace(tmp, path / "meta.json")
@@ -268,16 +318,27 @@ class FittedSimulator:
             tree = ckpt.restore(path / "state")
         tr = tree.get("train_features")
         dim = 1 if tr is None else tr.shape[1]
-        model = build_model(meta["kind"], cfg, dim, meta["n_pool"], meta["n_test"],
-                            meta["batch_size"])
+        model = build_model(
+            meta["kind"], cfg, dim, meta["n_pool"], meta["n_test"], meta["batch_size"]
+        )
         graphdef, params = nnx.split(model, nnx.Param)
         nnx.replace_by_pure_dict(params, jax.tree.map(jnp.asarray, tree["params"]))
         te = tree.get("test_features")
-        return cls(meta["kind"], cfg, graphdef, params,
-                   None if tr is None else np.asarray(tr), None if te is None else np.asarray(te),
-                   meta["n_pool"], meta["n_test"], meta["batch_size"], meta.get("history", []),
-                   meta.get("lr_ref"), meta.get("mean_lr"),
-                   None if "anchor" not in tree else np.asarray(tree["anchor"]))
+        return cls(
+            meta["kind"],
+            cfg,
+            graphdef,
+            params,
+            None if tr is None else np.asarray(tr),
+            None if te is None else np.asarray(te),
+            meta["n_pool"],
+            meta["n_test"],
+            meta["batch_size"],
+            meta.get("history", []),
+            meta.get("lr_ref"),
+            meta.get("mean_lr"),
+            None if "anchor" not in tree else np.asarray(tree["anchor"]),
+        )
 
 
 # ---- training ------------------------------------------------------------------------------
@@ -310,8 +371,14 @@ def interpolation_matrix(observed: np.ndarray) -> np.ndarray:
     return w
 
 
-def _prepare(y: np.ndarray, curricula: np.ndarray, scale: np.ndarray, runs: np.ndarray, k: int,
-             observed: np.ndarray):
+def _prepare(
+    y: np.ndarray,
+    curricula: np.ndarray,
+    scale: np.ndarray,
+    runs: np.ndarray,
+    k: int,
+    observed: np.ndarray,
+):
     """Padded device arrays for window sampling: y (0 where unobserved), history
     (interpolated where unobserved), curricula, observation mask, step scale; and the window
     starts."""
@@ -324,8 +391,13 @@ def _prepare(y: np.ndarray, curricula: np.ndarray, scale: np.ndarray, runs: np.n
     obs_pad = np.pad(observed, (0, pad)).astype(np.float32)
     s_pad = np.pad(scale[runs], ((0, 0), (0, pad)), constant_values=1.0)
     starts = np.nonzero(observed[:-1])[0] + 1  # t0 such that t0 - 1 is observed
-    return (jnp.asarray(y_pad, jnp.float32), jnp.asarray(y_hist, jnp.float32),
-            jnp.asarray(c_pad), jnp.asarray(obs_pad), jnp.asarray(s_pad, jnp.float32)), starts
+    return (
+        jnp.asarray(y_pad, jnp.float32),
+        jnp.asarray(y_hist, jnp.float32),
+        jnp.asarray(c_pad),
+        jnp.asarray(obs_pad),
+        jnp.asarray(s_pad, jnp.float32),
+    ), starts
 
 
 def _window_loss(model, data, feats, idx, *, k, order, batch_reduce, pad, mode):
@@ -369,7 +441,8 @@ def _make_epoch(graphdef, tx, **static):
     @partial(jax.jit, donate_argnums=(0, 1))
     def epoch(params, opt_state, data, feats, batches):
         (params, opt_state), losses = jax.lax.scan(
-            lambda c, i: train_step(c, i, data, feats), (params, opt_state), batches)
+            lambda c, i: train_step(c, i, data, feats), (params, opt_state), batches
+        )
         return params, opt_state, jnp.mean(losses)
 
     return epoch
@@ -392,10 +465,21 @@ def _valid_runs(runs, y, valid) -> np.ndarray:
     return runs[ok]
 
 
-def fit(model_kind: str, curricula: np.ndarray, y: np.ndarray, train_features: np.ndarray | None,
-        test_features: np.ndarray | None, train_runs, val_runs, config: Any = None, *,
-        valid: np.ndarray | None = None, lr: np.ndarray | None = None,
-        workdir: str | os.PathLike | None = None, verbose: bool = False) -> FittedSimulator:
+def fit(
+    model_kind: str,
+    curricula: np.ndarray,
+    y: np.ndarray,
+    train_features: np.ndarray | None,
+    test_features: np.ndarray | None,
+    train_runs,
+    val_runs,
+    config: Any = None,
+    *,
+    valid: np.ndarray | None = None,
+    lr: np.ndarray | None = None,
+    workdir: str | os.PathLike | None = None,
+    verbose: bool = False,
+) -> FittedSimulator:
     """Fit ``model_kind`` ("gptfluence" | "simfluence") on ``train_runs``, early-stopped on the
     autoregressive all-steps MSE of ``val_runs`` (falls back to the training runs if empty).
 
@@ -415,8 +499,9 @@ def fit(model_kind: str, curricula: np.ndarray, y: np.ndarray, train_features: n
     n_test = y.shape[2]
     if y.shape[:2] != (k_runs, steps + 1):
         raise ValueError(f"y {y.shape} does not match curricula {curricula.shape}")
-    n_pool = (int(train_features.shape[0]) if train_features is not None
-              else int(curricula.max()) + 1)
+    n_pool = (
+        int(train_features.shape[0]) if train_features is not None else int(curricula.max()) + 1
+    )
     dim = int(train_features.shape[1]) if train_features is not None else 1
     train_runs = _valid_runs(train_runs, y, valid)
     val_runs = _valid_runs(val_runs, y, valid)
@@ -458,8 +543,9 @@ def fit(model_kind: str, curricula: np.ndarray, y: np.ndarray, train_features: n
     te = jnp.zeros((1, 1)) if test_features is None else jnp.asarray(test_features, jnp.float32)
 
     n_windows = len(train_runs) * len(starts) * n_test
-    per_epoch = n_windows if cfg.max_windows_per_epoch <= 0 else min(n_windows,
-                                                                     cfg.max_windows_per_epoch)
+    per_epoch = (
+        n_windows if cfg.max_windows_per_epoch <= 0 else min(n_windows, cfg.max_windows_per_epoch)
+    )
     mb = min(cfg.batch_size, per_epoch)
     n_batches = per_epoch // mb
     # Few windows (small data, sparse observations) make an epoch a handful of updates:
@@ -468,8 +554,12 @@ def fit(model_kind: str, curricula: np.ndarray, y: np.ndarray, train_features: n
     total = max(1, n_batches * epochs)
     warm = min(cfg.warmup_steps, total // 2)
     sched = optax.join_schedules(
-        [optax.linear_schedule(0.0, cfg.lr, max(warm, 1)),
-         optax.linear_schedule(cfg.lr, 0.0, max(total - warm, 1))], [warm])
+        [
+            optax.linear_schedule(0.0, cfg.lr, max(warm, 1)),
+            optax.linear_schedule(cfg.lr, 0.0, max(total - warm, 1)),
+        ],
+        [warm],
+    )
     chain = [optax.clip_by_global_norm(cfg.grad_clip)] if cfg.grad_clip > 0 else []
     tx = optax.chain(*chain, optax.adamw(sched, weight_decay=cfg.weight_decay))
     opt_state = tx.init(params)
@@ -477,39 +567,63 @@ def fit(model_kind: str, curricula: np.ndarray, y: np.ndarray, train_features: n
     mode = cfg.factor_mode
     if mode == "auto":  # evaluate the MLPs on the whole pool iff that is fewer rows
         mode = "pool" if n_pool <= mb * k * bsz else "gather"
-    epoch_fn = _make_epoch(graphdef, tx, k=k, order=order, batch_reduce=cfg.batch_reduce,
-                           pad=cfg.pad, mode=mode)
+    epoch_fn = _make_epoch(
+        graphdef, tx, k=k, order=order, batch_reduce=cfg.batch_reduce, pad=cfg.pad, mode=mode
+    )
 
     val_used, val_curr = rl.compact_ids(curricula[val_runs])
     val_y = jnp.asarray(np.where(observed[None, :, None], y[val_runs], 0.0))
     val_mask = jnp.asarray(observed[1:], jnp.float32)
-    val_args = (tr, te, jnp.asarray(val_used), jnp.arange(n_test, dtype=jnp.int32),
-                jnp.asarray(val_curr), jnp.asarray(val_y[:, :1]), jnp.asarray(scale[val_runs]))
+    val_args = (
+        tr,
+        te,
+        jnp.asarray(val_used),
+        jnp.arange(n_test, dtype=jnp.int32),
+        jnp.asarray(val_curr),
+        jnp.asarray(val_y[:, :1]),
+        jnp.asarray(scale[val_runs]),
+    )
 
     def val_mse(p) -> float:
-        pred = _rollout_params(graphdef, p, *val_args, order=order,
-                               batch_reduce=cfg.batch_reduce, pad=cfg.pad)
+        pred = _rollout_params(
+            graphdef, p, *val_args, order=order, batch_reduce=cfg.batch_reduce, pad=cfg.pad
+        )
         err = (pred[:, 1:] - val_y[:, 1:]) ** 2 * val_mask[None, :, None]
         v = float(jnp.sum(err) / (jnp.sum(val_mask) * err.shape[0] * err.shape[2]))
         return v if math.isfinite(v) else math.inf
 
     # All windows as (run slot, t0, test example); reshuffled every epoch.
-    grid = np.stack(np.meshgrid(np.arange(len(train_runs)), starts, np.arange(n_test),
-                                indexing="ij"), -1).reshape(-1, 3).astype(np.int32)
+    grid = (
+        np.stack(
+            np.meshgrid(np.arange(len(train_runs)), starts, np.arange(n_test), indexing="ij"), -1
+        )
+        .reshape(-1, 3)
+        .astype(np.int32)
+    )
     rng = np.random.default_rng(cfg.seed)
     best, best_val, best_epoch, bad = _host_copy(params), val_mse(params), 0, 0
     history = [{"epoch": 0, "train_loss": None, "val_mse": best_val}]
     for ep in range(1, epochs + 1):
         t_start = time.perf_counter()
         sel = rng.permutation(len(grid))[: n_batches * mb]
-        params, opt_state, loss = epoch_fn(params, opt_state, data, (tr, te),
-                                           jnp.asarray(grid[sel].reshape(n_batches, mb, 3)))
+        params, opt_state, loss = epoch_fn(
+            params, opt_state, data, (tr, te), jnp.asarray(grid[sel].reshape(n_batches, mb, 3))
+        )
         v = val_mse(params)
-        history.append({"epoch": ep, "train_loss": float(loss), "val_mse": v,
-                        "seconds": time.perf_counter() - t_start})
+        history.append(
+            {
+                "epoch": ep,
+                "train_loss": float(loss),
+                "val_mse": v,
+                "seconds": time.perf_counter() - t_start,
+            }
+        )
         if verbose:
-            print(f"[{model_kind}] epoch {ep}: train {float(loss):.3e} val {v:.3e} "
-                  f"({history[-1]['seconds']:.1f}s)", flush=True)
+            print(
+                f"[{model_kind}] epoch {ep}: train {float(loss):.3e} val {v:.3e} "
+                f"({history[-1]['seconds']:.1f}s)",
+                flush=True,
+            )
         if v < best_val:
             best, best_val, best_epoch, bad = _host_copy(params), v, ep, 0
         else:
@@ -517,10 +631,21 @@ def fit(model_kind: str, curricula: np.ndarray, y: np.ndarray, train_features: n
             if bad >= cfg.patience:
                 break
     history.append({"best_epoch": best_epoch, "best_val_mse": best_val})
-    fitted = FittedSimulator(model_kind, cfg, graphdef, jax.tree.map(jnp.asarray, best),
-                             None if train_features is None else np.asarray(train_features),
-                             None if test_features is None else np.asarray(test_features),
-                             n_pool, n_test, bsz, history, lr_ref, mean_lr, anchor_traj)
+    fitted = FittedSimulator(
+        model_kind,
+        cfg,
+        graphdef,
+        jax.tree.map(jnp.asarray, best),
+        None if train_features is None else np.asarray(train_features),
+        None if test_features is None else np.asarray(test_features),
+        n_pool,
+        n_test,
+        bsz,
+        history,
+        lr_ref,
+        mean_lr,
+        anchor_traj,
+    )
     if workdir is not None:
         fitted.save(workdir)
     return fitted

@@ -39,8 +39,11 @@ def test_parity_with_transformers_bert(minilm):
         out = ref(**batch)
     hidden = out.last_hidden_state.numpy().astype(np.float64)
     mask = batch["attention_mask"].numpy()[..., None]
-    want = {"mean": (hidden * mask).sum(1) / mask.sum(1), "cls": hidden[:, 0],
-            "pooler": out.pooler_output.numpy()}
+    want = {
+        "mean": (hidden * mask).sum(1) / mask.sum(1),
+        "cls": hidden[:, 0],
+        "pooler": out.pooler_output.numpy(),
+    }
     # Same token ids as the HF tokenizer (our batches are padded differently; ids per text
     # must agree).
     ids, m = enc.tokenize(pair[1], TEXTS, 128)
@@ -75,8 +78,7 @@ def test_features_are_cached_atomically(minilm, tmp_path, monkeypatch):
     enc.cached_features(tmp_path / "features", TEXTS[:2], pooling="mean")  # other texts
     assert calls == [3, 3, 2]
     files = sorted(p.name for p in tmp_path.iterdir())
-    assert len(files) == 3 and all(f.startswith("features.") and f.endswith(".npy")
-                                   for f in files)
+    assert len(files) == 3 and all(f.startswith("features.") and f.endswith(".npy") for f in files)
     assert not any(f.endswith(".tmp") for f in files)
     # A directory as the cache location works as well.
     (tmp_path / "d").mkdir()

@@ -14,12 +14,20 @@ TRAIN, VAL, TEST = np.arange(16), np.arange(16, 20), np.arange(20, 28)
 
 @pytest.fixture(scope="module")
 def case():
-    syn = make_synthetic(n_runs=28, n_test=24, n_pool=48, subset_size=40, dim=16,
-                         n_harmful=4, harm=0.4, seed=1)
-    cfg = {"hidden": 32, "out_dim": 32, "lr": 3e-3, "warmup_steps": 50, "epochs": 25,
-           "patience": 100}
-    fitted = fit("gptfluence", syn.curricula, syn.y, syn.train_features, syn.test_features,
-                 TRAIN, VAL, cfg)
+    syn = make_synthetic(
+        n_runs=28, n_test=24, n_pool=48, subset_size=40, dim=16, n_harmful=4, harm=0.4, seed=1
+    )
+    cfg = {
+        "hidden": 32,
+        "out_dim": 32,
+        "lr": 3e-3,
+        "warmup_steps": 50,
+        "epochs": 25,
+        "patience": 100,
+    }
+    fitted = fit(
+        "gptfluence", syn.curricula, syn.y, syn.train_features, syn.test_features, TRAIN, VAL, cfg
+    )
     return syn, fitted
 
 
@@ -29,8 +37,10 @@ def test_one_step_effects_recover_ground_truth(case):
     true = inf.one_step_effects(syn.table, y_ref, order=1, batch_reduce="sum", batch_size=4)
     got = inf.fitted_effects(fitted, "one_step", y_ref=y_ref)
     rho = spearman(got, true, axis=0)  # per test example, across training examples
-    print(f"\none-step influence rank correlation: mean {np.nanmean(rho):.3f}, "
-          f"min {np.nanmin(rho):.3f}")
+    print(
+        f"\none-step influence rank correlation: mean {np.nanmean(rho):.3f}, "
+        f"min {np.nanmin(rho):.3f}"
+    )
     assert np.nanmean(rho) > 0.9
 
 

@@ -37,9 +37,16 @@ def _loop_rollout(table, curricula, y_given, order, batch_reduce, pad):
     return out
 
 
-@pytest.mark.parametrize("order,batch_reduce,pad,m", [
-    (1, "sum", "first", 1), (3, "sum", "first", 1), (2, "mean", "zero", 1),
-    (3, "mean", "first", 2), (2, "sum", "zero", 3)])
+@pytest.mark.parametrize(
+    "order,batch_reduce,pad,m",
+    [
+        (1, "sum", "first", 1),
+        (3, "sum", "first", 1),
+        (2, "mean", "zero", 1),
+        (3, "mean", "first", 2),
+        (2, "sum", "zero", 3),
+    ],
+)
 def test_rollout_matches_loop(order, batch_reduce, pad, m):
     rng = np.random.default_rng(order)
     p, n, r, t, b = 9, 4, 3, 7, 3
@@ -48,8 +55,14 @@ def test_rollout_matches_loop(order, batch_reduce, pad, m):
     curricula[0, 2, 1] = -1  # empty slot
     curricula[1, 4, :] = -1  # empty step
     y_given = rng.normal(size=(r, m, n)).astype(np.float32)
-    got = rl.rollout_table(jnp.asarray(table), jnp.asarray(curricula), jnp.asarray(y_given),
-                           order=order, batch_reduce=batch_reduce, pad=pad)
+    got = rl.rollout_table(
+        jnp.asarray(table),
+        jnp.asarray(curricula),
+        jnp.asarray(y_given),
+        order=order,
+        batch_reduce=batch_reduce,
+        pad=pad,
+    )
     want = _loop_rollout(table.astype(np.float64), curricula, y_given, order, batch_reduce, pad)
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
 
@@ -65,8 +78,10 @@ def test_compact_ids_and_as_given():
 
 def _feats(p=7, n=5, d=6, seed=0):
     rng = np.random.default_rng(seed)
-    return (jnp.asarray(rng.normal(size=(p, d)), jnp.float32),
-            jnp.asarray(rng.normal(size=(n, d)), jnp.float32))
+    return (
+        jnp.asarray(rng.normal(size=(p, d)), jnp.float32),
+        jnp.asarray(rng.normal(size=(n, d)), jnp.float32),
+    )
 
 
 @pytest.mark.parametrize("batch_reduce", ["sum", "mean"])
@@ -74,8 +89,10 @@ def test_transition_coefs_agree_with_table(batch_reduce):
     tr, te = _feats()
     ids = jnp.array([[[0, 3, -1], [6, 6, 1]], [[2, -1, -1], [5, 4, 0]]])  # [M=2, K=2, B=3]
     test_ids = jnp.array([4, 1])
-    models = [GPTfluenceDot(2, 6, 8, 5, rngs=nnx.Rngs(0)),
-              GPTfluenceConcat(2, 6, 8, 4, rngs=nnx.Rngs(1))]
+    models = [
+        GPTfluenceDot(2, 6, 8, 5, rngs=nnx.Rngs(0)),
+        GPTfluenceConcat(2, 6, 8, 4, rngs=nnx.Rngs(1)),
+    ]
     for model in models:
         # jit: one compilation instead of many eagerly dispatched ops
         table = np.asarray(jax.jit(model.table)(tr, te))
@@ -117,8 +134,9 @@ def test_table_rollout_equals_naive_per_transition(cls, reduce):
     y0 = rng.uniform(1, 2, size=(2, 5)).astype(np.float32)
     # Scale the table down so the recurrence stays bounded and the comparison meaningful.
     table = model.table(tr, te) * 0.1
-    fast = rl.rollout_table(table, jnp.asarray(curricula), jnp.asarray(y0[:, None]), order=1,
-                            batch_reduce=reduce)
+    fast = rl.rollout_table(
+        table, jnp.asarray(curricula), jnp.asarray(y0[:, None]), order=1, batch_reduce=reduce
+    )
     graphdef, params = nnx.split(model, nnx.Param)
     if cls is GPTfluenceDot:  # scale the output layer: ⟨0.316·F, 0.316·F⟩ = 0.1⟨F, F⟩
         params["mlp"]["w2"].value = params["mlp"]["w2"][...] * np.sqrt(0.1)

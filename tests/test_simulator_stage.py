@@ -11,14 +11,28 @@ from simulator.synthetic import make_synthetic
 
 @pytest.fixture(scope="module")
 def dyn():
-    syn = make_synthetic(n_runs=26, n_test=16, n_pool=40, n_unseen=8, unseen_runs=3,
-                         subset_size=32, dim=12, n_invalid=1, seed=4)
+    syn = make_synthetic(
+        n_runs=26,
+        n_test=16,
+        n_pool=40,
+        n_unseen=8,
+        unseen_runs=3,
+        subset_size=32,
+        dim=12,
+        n_invalid=1,
+        seed=4,
+    )
     sparse = syn.y.copy() * 0.5
     steps = np.arange(sparse.shape[1])
     sparse[:, (steps % 3 != 0) & (steps != steps[-1])] = np.nan  # measured every 3 steps
-    return {"curricula": syn.curricula, "metrics": {"loss": syn.y, "bleu": sparse},
-            "valid": syn.valid, "train_features": syn.train_features,
-            "test_features": syn.test_features, "lr": None}
+    return {
+        "curricula": syn.curricula,
+        "metrics": {"loss": syn.y, "bleu": sparse},
+        "valid": syn.valid,
+        "train_features": syn.train_features,
+        "test_features": syn.test_features,
+        "lr": None,
+    }
 
 
 def _cfg():
@@ -47,7 +61,8 @@ def test_run_simulators_writes_results_and_resumes(dyn, tmp_path, monkeypatch):
             assert (tmp_path / "results" / f"simulators_{metric}.{ext}").stat().st_size > 0
     saved = json.loads((tmp_path / "results" / "simulators.json").read_text())
     assert saved["loss"]["gptfluence"]["mse_mean"] == pytest.approx(
-        results["loss"]["gptfluence"]["mse_mean"])
+        results["loss"]["gptfluence"]["mse_mean"]
+    )
     md = (tmp_path / "results" / "simulators_loss.md").read_text()
     assert "| gptfluence |" in md and "| mean_trajectory |" in md
 
