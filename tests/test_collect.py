@@ -14,11 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gptjax import gptdynamics, stages, store
+from gptjax import gptdynamics, paths, stages, store
 from gptjax.collect.curricula import draw_curriculum
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "tests" / "configs" / "tiny.py"
+
+if not paths.pythia_tokenizer().is_file():
+    pytest.skip(
+        f"the Pythia tokenizer is not at {paths.pythia_tokenizer()} (set GPTJAX_PYTHIA_TOKENIZER)",
+        allow_module_level=True,
+    )
 
 
 def tiny_config(**overrides):
