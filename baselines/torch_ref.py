@@ -110,6 +110,30 @@ def checkpoint_loader(states: dict[str, dict], learning_rates: dict[str, float])
     return load
 
 
+def _tracin_cp(
+    wrapper: Any,
+    states: Sequence[dict],
+    learning_rates: Sequence[float],
+    train: Any,
+    batch_size: int,
+) -> Any:
+    """Captum's TracInCP over our checkpoints (each load returns its learning rate)."""
+    from captum.influence import TracInCP
+
+    names = [f"ckpt{i}" for i in range(len(states))]
+    return TracInCP(
+        wrapper,
+        dataset(train),
+        checkpoints=names,
+        checkpoints_load_func=checkpoint_loader(
+            dict(zip(names, states, strict=True)), dict(zip(names, learning_rates, strict=True))
+        ),
+        loss_fn=target_loss,
+        batch_size=batch_size,
+        sample_wise_grads_per_batch=False,
+    )
+
+
 def captum_tracincp(
     wrapper: Any,
     states: Sequence[dict],
@@ -127,20 +151,7 @@ def captum_tracincp(
     computes a batch's per-example gradients by one backward pass per example through the
     whole batch's graph, so small batches waste less)."""
     torch = _torch()
-    from captum.influence import TracInCP
-
-    names = [f"ckpt{i}" for i in range(len(states))]
-    tracin = TracInCP(
-        wrapper,
-        dataset(train),
-        checkpoints=names,
-        checkpoints_load_func=checkpoint_loader(
-            dict(zip(names, states, strict=True)), dict(zip(names, learning_rates, strict=True))
-        ),
-        loss_fn=target_loss,
-        batch_size=batch_size,
-        sample_wise_grads_per_batch=False,
-    )
+    tracin = _tracin_cp(wrapper, states, learning_rates, train, batch_size)
     test_t = tensors(test)
     n = test_t[0].shape[0]
     chunk = test_chunk or n
@@ -164,20 +175,7 @@ def captum_self_influence(
     batch_size: int = 8,
 ) -> np.ndarray:
     """[M] TracInCP self-influence by Captum."""
-    from captum.influence import TracInCP
-
-    names = [f"ckpt{i}" for i in range(len(states))]
-    tracin = TracInCP(
-        wrapper,
-        dataset(train),
-        checkpoints=names,
-        checkpoints_load_func=checkpoint_loader(
-            dict(zip(names, states, strict=True)), dict(zip(names, learning_rates, strict=True))
-        ),
-        loss_fn=target_loss,
-        batch_size=batch_size,
-        sample_wise_grads_per_batch=False,
-    )
+    tracin = _tracin_cp(wrapper, states, learning_rates, train, batch_size)
     return tracin.self_influence().detach().numpy()
 
 

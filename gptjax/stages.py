@@ -60,8 +60,8 @@ def _check_workdir_config(config: ml_collections.ConfigDict, workdir: Path) -> N
     current = json.loads(config.to_json())
     if path.is_file():
         saved = json.loads(path.read_text())
-        a = {k: v for k, v in _flat({k: saved.get(k) for k in _COLLECTION_KEYS}).items()}
-        b = {k: v for k, v in _flat({k: current.get(k) for k in _COLLECTION_KEYS}).items()}
+        a = _flat({k: saved.get(k) for k in _COLLECTION_KEYS})
+        b = _flat({k: current.get(k) for k in _COLLECTION_KEYS})
         differ = sorted(
             k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in _NOT_AFFECTING_RUNS
         )

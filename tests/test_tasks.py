@@ -21,7 +21,6 @@ from gptjax.tasks import (
     known_tasks,
     make_world,
     rouge_l,
-    sources,
     target_bucket,
     tokenize_examples,
 )
@@ -361,7 +360,7 @@ def test_data_root_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv(paths.DATA_ROOT_ENV, str(tmp_path))
     pools = build_pools("sst2", pool_size=10, unseen_size=5, test_size=5, seed=0)
     assert {e.input.split("\n")[0] for e in pools.test} <= {f"Sentence: d{i}" for i in range(10)}
-    assert sources.data_root() == tmp_path
+    assert paths.data_root() == tmp_path
 
 
 # ----------------------------------------------------------------------------- tokenisation

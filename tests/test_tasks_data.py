@@ -9,9 +9,10 @@ from collections import Counter
 
 import pytest
 
+from gptjax import paths
 from gptjax.tasks import build_pools, get_task, sources
 
-ROOT = sources.data_root()
+ROOT = paths.data_root()
 
 
 def need(*parts: str):

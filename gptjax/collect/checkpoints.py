@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from gptjax import store
+from gptjax.models.checkpoint import this_process_only
 from gptjax.models.transformer import Transformer
 
 
@@ -32,6 +34,10 @@ def params_reader(
         with ocp.CheckpointManager(folder.resolve(), options=_read_options()) as manager:
             return sorted({0, *manager.all_steps()})
 
+    @functools.cache
+    def saved_regex(run: int) -> str:  # read each run file once, not once per checkpoint
+        return store.read_run(workdir, run).meta["spec"]["save_params_regex"]
+
     def params_at(run: int, step: int) -> Any:
         folder = store.checkpoint_dir(workdir, run)
         if step == 0 and not (folder / "0").exists():
@@ -41,7 +47,7 @@ def params_reader(
                 f"run {run} has no saved parameters ({folder}); collect with "
                 "collect.save_params set (e.g. 'all' or 'evenly:10')"
             )
-        regex = store.read_run(workdir, run).meta["spec"]["save_params_regex"]
+        regex = saved_regex(run)
         target = filter_params(base_state, regex)
         with ocp.CheckpointManager(folder.resolve(), options=_read_options()) as manager:
             if step not in manager.all_steps():
@@ -55,8 +61,6 @@ def params_reader(
 
 
 def _read_options() -> ocp.CheckpointManagerOptions:
-    from gptjax.collect.runner import this_process_only
-
     return ocp.CheckpointManagerOptions(
         create=False, read_only=True, multiprocessing_options=this_process_only()
     )

@@ -38,6 +38,7 @@ from gptjax.collect.train_step import (
     make_run_step,
     make_schedule,
 )
+from gptjax.models.checkpoint import this_process_only
 from gptjax.models.transformer import Transformer
 
 # extra_eval(graphdef, stacked_params, step, runs) -> {metric name: float32 [G, N]}
@@ -103,15 +104,6 @@ def run_candidates(spec: CollectSpec, run: int, pool_size: int, unseen_size: int
 def owned_groups(num_runs: int, group_size: int, process: int, num_processes: int) -> list:
     groups = [list(range(s, min(s + group_size, num_runs))) for s in range(0, num_runs, group_size)]
     return [g for i, g in enumerate(groups) if i % num_processes == process]
-
-
-def this_process_only() -> ocp.options.MultiprocessingOptions:
-    """Orbax options for files that one process writes alone (its own runs): no barriers
-    with the other processes, which are busy with other runs."""
-    me = jax.process_index()
-    return ocp.options.MultiprocessingOptions(
-        primary_host=me, active_processes={me}, barrier_sync_key_prefix=f"process{me}"
-    )
 
 
 class _CheckpointWriter:

@@ -14,11 +14,12 @@ from gptjax.models.config import ModelConfig
 from gptjax.models.transformer import Transformer, abstract_model
 
 
-def _this_process_only() -> ocp.options.MultiprocessingOptions:
-    # A model dir is written and read by one process on its own (no cross-host barriers).
+def this_process_only() -> ocp.options.MultiprocessingOptions:
+    """Orbax options for files one process reads or writes on its own (a model dir, its own
+    runs' checkpoints): no barriers with the other processes, which are busy elsewhere."""
     me = jax.process_index()
     return ocp.options.MultiprocessingOptions(
-        primary_host=me, active_processes={me}, barrier_sync_key_prefix=f"model{me}"
+        primary_host=me, active_processes={me}, barrier_sync_key_prefix=f"process{me}"
     )
 
 
@@ -27,7 +28,7 @@ def save_model(model: Transformer, directory: str | os.PathLike) -> Path:
     directory = Path(directory).expanduser().resolve()
     directory.mkdir(parents=True, exist_ok=True)
     state = jax.device_get(nnx.state(model, nnx.Param))  # host arrays: any process may save
-    with ocp.StandardCheckpointer(multiprocessing_options=_this_process_only()) as ckptr:
+    with ocp.StandardCheckpointer(multiprocessing_options=this_process_only()) as ckptr:
         ckptr.save(directory / "params", state, force=True)
     tmp = directory / "config.json.tmp"
     tmp.write_text(json.dumps(model.config.to_dict(), indent=2))
@@ -42,6 +43,6 @@ def restore_model(directory: str | os.PathLike) -> Transformer:
         raise FileNotFoundError(f"no config.json in {directory} (expected a gptjax model dir)")
     cfg = ModelConfig.from_dict(json.loads(config_file.read_text()))
     graphdef, abstract_state = nnx.split(abstract_model(cfg))
-    with ocp.StandardCheckpointer(multiprocessing_options=_this_process_only()) as ckptr:
+    with ocp.StandardCheckpointer(multiprocessing_options=this_process_only()) as ckptr:
         state = ckptr.restore(directory / "params", abstract_state)
     return nnx.merge(graphdef, state)

@@ -19,6 +19,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from gptjax import paths
 from gptjax.tasks import sources, templates
 from gptjax.tasks.base import Record, Task
 
@@ -152,7 +153,7 @@ class BoolqTask(_FileTask):
         # Only the validation file may be at hand: then pools and test set are disjoint parts of it.
         if (
             source == "local"
-            and not (sources.data_root(data_root) / "boolq" / "train.jsonl").exists()
+            and not (paths.data_root(data_root) / "boolq" / "train.jsonl").exists()
         ):
             return "validation", "validation"
         return "train", "validation"
@@ -200,7 +201,7 @@ class WebnlgTask(_FileTask):
     _fmt = "WebNLG 3.0 XML (<entry> with <modifiedtripleset><mtriple> and <lex>)"
 
     def local_files(self, split: str, data_root=None) -> list[Path]:
-        root = sources.data_root(data_root) / "webnlg" / "en"
+        root = paths.data_root(data_root) / "webnlg" / "en"
         split = _split(split)
         if split == "test":
             return [sources.first_existing([root / "test" / self._test_file], self._fmt, self.name)]
@@ -277,7 +278,7 @@ class WmtDeEnTask(_FileTask):
     }
 
     def local_files(self, split: str, data_root=None) -> list[Path]:
-        root = sources.data_root(data_root) / "wmt16_de_en"
+        root = paths.data_root(data_root) / "wmt16_de_en"
         split = _split(split)
         if split not in self.local_splits:
             raise ValueError(
@@ -384,5 +385,5 @@ def _local(data_root, folder: str, files: dict, split: str, fmt: str, task: str)
         raise ValueError(f"{task}: unknown split {split!r}; local splits: {', '.join(files)}")
     names = files[split]
     names = (names,) if isinstance(names, str) else names
-    root = sources.data_root(data_root) / folder
+    root = paths.data_root(data_root) / folder
     return sources.first_existing([root / n for n in names], fmt, task)

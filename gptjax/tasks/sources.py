@@ -20,10 +20,6 @@ from xml.parsers import expat
 from gptjax import paths
 
 
-def data_root(explicit: str | os.PathLike | None = None) -> Path:
-    return paths.data_root(explicit)
-
-
 def first_existing(candidates: Sequence[Path], fmt: str, what: str) -> Path:
     """The first candidate that exists, else FileNotFoundError naming them and the format."""
     for path in candidates:
