@@ -1,6 +1,7 @@
 """Gradient-based baselines: TracIn-CP and Grad-Dot (see docs/baselines.md)."""
 
 from baselines.grads import GradConfig, GradientEngine
+from baselines.predict import GRADIENT_METHODS, predict_gradient_methods
 from baselines.tracin import (
     checkpoint_schedule,
     self_influence,
@@ -10,9 +11,11 @@ from baselines.tracin import (
 )
 
 __all__ = [
+    "GRADIENT_METHODS",
     "GradConfig",
     "GradientEngine",
     "checkpoint_schedule",
+    "predict_gradient_methods",
     "self_influence",
     "simulate_run",
     "simulate_runs",

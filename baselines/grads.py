@@ -3,7 +3,7 @@
 For two examples z, z' and parameters θ, :class:`GradientEngine` computes ⟨∇ℓ(z; θ), ∇ℓ(z'; θ)⟩
 for every (training, test) pair, and ‖∇ℓ(z; θ)‖² for self-influence. ℓ is the per-example
 loss of the fine-tuning objective (mean cross-entropy over the example's target tokens, as in
-``gptjax.models.scoring.per_example_loss``).
+``gptjax.models.losses.per_example_loss``).
 
 How a gradient is represented ("features" of an example, computed in jitted, vmapped chunks):
 
@@ -47,7 +47,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-FIELDS = ("input_ids", "attention_mask", "target_pos", "target_ids", "target_mask")
+from gptjax.models.losses import masked_token_mean
+from gptjax.tasks.tokenize import TOKEN_FIELDS
+
 LAYERS = ("all", "last")
 FACTORIZE = ("none", "vocab", "all")
 
@@ -96,11 +98,11 @@ class GradConfig:
 def as_batch(batch: Any) -> Batch:
     """The five token arrays of a batch given as a mapping or an object with attributes."""
     out = {}
-    for name in FIELDS:
+    for name in TOKEN_FIELDS:
         try:
             value = batch[name] if isinstance(batch, Mapping) else getattr(batch, name)
         except (KeyError, AttributeError) as err:
-            raise ValueError(f"token batch has no field {name!r} (needs {FIELDS})") from err
+            raise ValueError(f"token batch has no field {name!r} (needs {TOKEN_FIELDS})") from err
         dtype = np.float32 if name == "target_mask" else np.int32
         out[name] = np.asarray(value, dtype=dtype)
     m, length = out["input_ids"].shape
@@ -251,9 +253,7 @@ def _loss(spec, explicit, eps, leaves, ex):
     if plan.head_tap:
         logits = logits + eps["head"]
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, ex["target_ids"])
-    mask = ex["target_mask"]
-    loss = (ce * mask).sum() / jnp.maximum(mask.sum(), 1.0)
-    return loss, (record, h)
+    return masked_token_mean(ce, ex["target_mask"]), (record, h)
 
 
 def _example_features(spec, leaves, proj, ex):
@@ -572,47 +572,3 @@ class GradientEngine:
         """[M] squared gradient norms ‖∇ℓ(z_i)‖² at one parameter state."""
         out = [np.asarray(_self(self.spec, f))[:n] for n, f in self.features(state, batch)]
         return np.concatenate(out) if out else np.zeros((0,), np.float32)
-
-
-def explicit_gradients(graphdef: Any, state: Any, batch: Any, last_layer: bool = False) -> Any:
-    """Per-example gradients [M, ...] of every parameter leaf by plain ``vmap(grad)`` of
-    ``gptjax.models.scoring.per_example_loss``, for checking the engine. With ``last_layer``
-    only the unembedding (the head kernel, or the tied table as used by the head)."""
-    from gptjax.models.scoring import per_example_loss
-
-    batch = {k: jnp.asarray(v) for k, v in as_batch(batch).items()}
-
-    def loss(params, ex):
-        model = nnx.merge(graphdef, params)
-        return per_example_loss(model, *(ex[k][None] for k in FIELDS))[0]
-
-    if not last_layer:
-        return jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, 0)))(state, batch)
-
-    model = nnx.merge(graphdef, state)
-    tied = model.config.tie_embeddings
-
-    def head_loss(w, ex):
-        m = nnx.merge(graphdef, state)
-        hidden, _ = m(ex["input_ids"][None], attention_mask=ex["attention_mask"][None])
-        h = jax.lax.stop_gradient(hidden[0][ex["target_pos"]])
-        logits = h @ (w.T if tied else w)
-        ce = optax.softmax_cross_entropy_with_integer_labels(logits, ex["target_ids"])
-        mask = ex["target_mask"]
-        return (ce * mask).sum() / jnp.maximum(mask.sum(), 1.0)
-
-    w = model.embed.embedding[...] if tied else model.lm_head.kernel[...]
-    return jax.jit(jax.vmap(jax.grad(head_loss), in_axes=(None, 0)))(w, batch)
-
-
-def flat_dot(g1: Any, g2: Any) -> np.ndarray:
-    """[M1, M2] inner products of two pytrees of per-example gradients (leading axis)."""
-    l1, l2 = jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g2)
-    out = 0.0
-    for a, b in zip(l1, l2, strict=True):
-        out = (
-            out
-            + np.asarray(a, np.float64).reshape(a.shape[0], -1)
-            @ np.asarray(b, np.float64).reshape(b.shape[0], -1).T
-        )
-    return np.asarray(out)

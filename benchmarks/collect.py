@@ -5,7 +5,7 @@ K=4 runs of T=24 steps of B=4 real SST-2 examples (subsets of 32 from a pool of 
 epochs, AdamW with linear decay), evaluating the target loss of N=64 test examples after
 every step and before the first. Same initial weights, same curricula, same CPU, one process.
 
-    python benchmarks/collect.py [--data_root DIR]
+    python -m benchmarks.collect [--data_root DIR]
 
 Prints a table, then one JSON line: {"jax_s", "torch_s", "speedup", ...}.
 """

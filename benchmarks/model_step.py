@@ -12,7 +12,7 @@ computes logits everywhere (as its training loop does). The table also times tra
 ratio. FLOPs are counted per side for what runs (see ``step_flops``); the peak is the faster of
 a jitted jax and a torch 2048 x 2048 float32 matmul, timed in the same run.
 
-Usage: python benchmarks/model_step.py [--steps 10] [--threads 2]
+Usage: python -m benchmarks.model_step [--steps 10] [--threads 2]
 The last line printed is JSON.
 """
 
@@ -74,7 +74,7 @@ def main() -> None:
 
     from gptjax.models.config import pythia_style, to_hf_config
     from gptjax.models.hf_loading import ALIASES, iter_hf_tensors
-    from gptjax.models.scoring import per_example_loss
+    from gptjax.models.losses import per_example_loss
     from gptjax.models.transformer import init_model
 
     torch.set_num_threads(args.threads)

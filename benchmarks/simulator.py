@@ -1,6 +1,6 @@
 """Simulator speed: training epoch time and rollout throughput against a naive rollout.
 
-    python benchmarks/simulator.py [--runs 25] [--steps 96] [--test 200] [--dim 384]
+    python -m benchmarks.simulator [--runs 25] [--steps 96] [--test 200] [--dim 384]
 
 Synthetic dynamics at the paper's fine-tuning scale (25 training runs × 96 steps × 200 test
 examples, batch 4, 384-d features, pool 200 with subsets of 128 over 3 epochs), GPTfluence
@@ -22,17 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from simulator.naive import naive_rollout  # noqa: E402
-from simulator.synthetic import make_synthetic  # noqa: E402
-from simulator.train import fit  # noqa: E402
+from simulator import fit
+from simulator.synthetic import make_synthetic
+from tests.reference.naive_simulator import naive_rollout
 
 
 def _best_time(fn, repeats: int) -> float:

@@ -1,8 +1,8 @@
 """TracIn-CP scores: gptjax against Captum's TracInCP on the same model, in one process.
 
-    python benchmarks/tracin.py                 # 64 train x 64 test, 3 checkpoints
-    python benchmarks/tracin.py --train 16 --test 16 --captum-test-chunk 8
-    python benchmarks/tracin.py --hidden-size 768 --num-layers 12 --num-heads 12 \
+    python -m benchmarks.tracin                 # 64 train x 64 test, 3 checkpoints
+    python -m benchmarks.tracin --train 16 --test 16 --captum-test-chunk 8
+    python -m benchmarks.tracin --hidden-size 768 --num-layers 12 --num-heads 12 \
         --train 8 --test 8 --skip-captum --memory-budget-mb 2048      # Pythia-160M shape
 
 A Pythia-style GPT-NeoX (d_model 256, 4 layers, vocabulary 50304; random weights, three
@@ -22,22 +22,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import jax
+import numpy as np
+from flax import nnx
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from flax import nnx  # noqa: E402
-
-from baselines.grads import GradConfig, GradientEngine  # noqa: E402
-from baselines.tracin import tracin_scores  # noqa: E402
-from gptjax.models.config import pythia_style  # noqa: E402
-from gptjax.models.transformer import init_model  # noqa: E402
+from baselines.grads import GradConfig, GradientEngine
+from baselines.tracin import tracin_scores
+from gptjax.models.config import pythia_style
+from gptjax.models.transformer import init_model
 
 LEARNING_RATES = (1e-4, 6e-5, 2e-5)
 
@@ -130,8 +126,12 @@ def main() -> None:
     if not args.skip_captum:
         from transformers import AutoModelForCausalLM
 
-        from baselines.torch_ref import captum_tracincp, target_module_class, torch_state_dict
         from gptjax.models.hf_loading import save_hf_model
+        from tests.reference.torch_tracin import (
+            captum_tracincp,
+            target_module_class,
+            torch_state_dict,
+        )
 
         with tempfile.TemporaryDirectory() as tmp:
             save_hf_model(nnx.merge(graphdef, states[0]), tmp)

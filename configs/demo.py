@@ -8,7 +8,7 @@ Simfluence, runs TracIn-CP / Grad-Dot, and prints a table of all-steps MSE / MAE
 Spearman scores on held-out runs beside the persistence and mean-trajectory baselines.
 """
 
-from gptjax.config import base_config
+from gptjax.pipeline.config import base_config
 
 
 def get_config():

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gptjax.store import Dynamics, RunRecord, atomic_write_bytes, stack_runs
+from gptjax.io import atomic_write_bytes
+from gptjax.store import Dynamics, RunRecord, stack_runs
 
 SAMPLES_FILE = "train_samples_id.json"
 

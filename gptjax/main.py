@@ -37,7 +37,7 @@ def main(argv: list[str]) -> None:
             num_processes=_NUM_PROCESSES.value,
             process_id=_PROCESS_ID.value,
         )
-    from gptjax.stages import run_pipeline
+    from gptjax.pipeline import run_pipeline
 
     workdir = _WORKDIR.value or str(
         Path("workdirs") / Path(flags.FLAGS["config"].config_filename).stem

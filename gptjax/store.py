@@ -1,16 +1,15 @@
 """The dynamics store: what collection produced, one atomic file per run.
 
-Layout under a workdir::
+A `RunStore` is a folder (the pipeline puts it at ``<workdir>/runs``) that holds::
 
-    runs/run_00003.npz          curriculum int32 [T, B], subset, lr float32 [T],
-                                train_loss [T], one float32 [T+1, N] array per metric
-                                (name "metric/<name>"), and "meta" (JSON: seed, status,
-                                hyper-parameters, model); written to a temporary file and
-                                renamed, so a reader sees a whole run or none of it.
-    runs/run_00003.timing.json  wall time and throughput (kept apart: not deterministic)
-    runs/checkpoints/run_00003/ Orbax checkpoints of the run's parameters (TracIn)
+    run_00003.npz           curriculum int32 [T, B], subset, lr float32 [T], train_loss [T],
+                            one float32 [T+1, N] array per metric ("metric/<name>"), and
+                            "meta" (JSON: seed, status, hyper-parameters, model); written to
+                            a temporary file and renamed, so a reader sees a whole run or none.
+    run_00003.timing.json   wall time and throughput (kept apart: not deterministic)
+    checkpoints/run_00003/  Orbax checkpoints of the run's parameters (for TracIn)
 
-`load_dynamics` stacks the runs into the arrays the simulators and baselines consume:
+`RunStore.load` stacks runs into a `Dynamics`, the input of every simulator and baseline:
 curricula [K, T, B], metrics {name: [K, T+1, N]}, lr [K, T], valid [K].
 """
 
@@ -20,44 +19,15 @@ import dataclasses
 import io
 import json
 import os
-import tempfile
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-RUNS_DIR = "runs"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+from gptjax.io import atomic_write_bytes, atomic_write_json
 
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
-def run_file(workdir: str | os.PathLike, run: int) -> Path:
-    return Path(workdir) / RUNS_DIR / f"run_{run:05d}.npz"
-
-
-def checkpoint_dir(workdir: str | os.PathLike, run: int) -> Path:
-    return Path(workdir) / RUNS_DIR / "checkpoints" / f"run_{run:05d}"
+_RUN_FILE = re.compile(r"run_(\d{5})\.npz")
 
 
 @dataclasses.dataclass
@@ -72,49 +42,6 @@ class RunRecord:
     @property
     def valid(self) -> bool:
         return self.meta.get("status", "ok") == "ok"
-
-
-def write_run(workdir: str | os.PathLike, run: int, record: RunRecord) -> Path:
-    arrays = {
-        "curriculum": np.asarray(record.curriculum, np.int32),
-        "subset": np.asarray(record.subset, np.int32),
-        "lr": np.asarray(record.lr, np.float32),
-        "train_loss": np.asarray(record.train_loss, np.float32),
-        "meta": np.frombuffer(json.dumps(record.meta, sort_keys=True).encode(), np.uint8),
-    }
-    for name, values in record.metrics.items():
-        arrays[f"metric/{name}"] = np.asarray(values, np.float32)
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)  # zip entries carry a fixed date: same arrays, same bytes
-    path = run_file(workdir, run)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
-
-
-def read_run(workdir: str | os.PathLike, run: int) -> RunRecord:
-    path = run_file(workdir, run)
-    if not path.is_file():
-        raise FileNotFoundError(f"run {run} has not been collected: {path} does not exist")
-    try:
-        with np.load(path) as z:
-            metrics = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("metric/")}
-            return RunRecord(
-                curriculum=z["curriculum"],
-                subset=z["subset"],
-                lr=z["lr"],
-                train_loss=z["train_loss"],
-                metrics=metrics,
-                meta=json.loads(z["meta"].tobytes().decode()),
-            )
-    except (OSError, ValueError, KeyError) as err:
-        raise ValueError(f"{path}: not a readable run file ({err})") from err
-
-
-def completed_runs(workdir: str | os.PathLike) -> set[int]:
-    folder = Path(workdir) / RUNS_DIR
-    if not folder.is_dir():
-        return set()
-    return {int(p.stem.split("_")[1]) for p in folder.glob("run_*.npz")}
 
 
 @dataclasses.dataclass
@@ -132,15 +59,6 @@ class Dynamics:
     @property
     def num_runs(self) -> int:
         return self.curricula.shape[0]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "curricula": self.curricula,
-            "metrics": self.metrics,
-            "lr": self.lr,
-            "valid": self.valid,
-            "train_loss": self.train_loss,
-        }
 
 
 def stack_runs(records: list[RunRecord]) -> Dynamics:
@@ -161,15 +79,87 @@ def stack_runs(records: list[RunRecord]) -> Dynamics:
     )
 
 
-def load_dynamics(workdir: str | os.PathLike, num_runs: int | None = None) -> Dynamics:
-    """Stack runs 0..K-1 (all of them must be there; K defaults to every run on disk)."""
-    done = completed_runs(workdir)
-    if num_runs is None:
-        num_runs = max(done) + 1 if done else 0
-    missing = sorted(set(range(num_runs)) - done)
-    if missing or num_runs == 0:
-        raise FileNotFoundError(
-            f"{Path(workdir) / RUNS_DIR}: runs {missing[:10] or 'all'} are missing; "
-            "run the collect stage first"
-        )
-    return stack_runs([read_run(workdir, k) for k in range(num_runs)])
+def encode_run(record: RunRecord) -> bytes:
+    """The bytes of a run file (zip entries carry a fixed date: same arrays, same bytes)."""
+    arrays = {
+        "curriculum": np.asarray(record.curriculum, np.int32),
+        "subset": np.asarray(record.subset, np.int32),
+        "lr": np.asarray(record.lr, np.float32),
+        "train_loss": np.asarray(record.train_loss, np.float32),
+        "meta": np.frombuffer(json.dumps(record.meta, sort_keys=True).encode(), np.uint8),
+    }
+    for name, values in record.metrics.items():
+        arrays[f"metric/{name}"] = np.asarray(values, np.float32)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def decode_run(path: str | os.PathLike) -> RunRecord:
+    """Read a run file; a damaged one is a ValueError naming it."""
+    path = Path(path)
+    try:
+        with np.load(path) as z:
+            metrics = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("metric/")}
+            return RunRecord(
+                curriculum=z["curriculum"],
+                subset=z["subset"],
+                lr=z["lr"],
+                train_loss=z["train_loss"],
+                metrics=metrics,
+                meta=json.loads(z["meta"].tobytes().decode()),
+            )
+    except (OSError, ValueError, KeyError, EOFError) as err:
+        raise ValueError(f"{path}: not a readable run file ({err})") from err
+    except Exception as err:  # zipfile.BadZipFile and friends
+        raise ValueError(f"{path}: not a readable run file ({err})") from err
+
+
+class RunStore:
+    """The runs of one collection, in one folder (see the module docstring)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def run_file(self, run: int) -> Path:
+        return self.root / f"run_{run:05d}.npz"
+
+    def timing_file(self, run: int) -> Path:
+        return self.root / f"run_{run:05d}.timing.json"
+
+    def checkpoint_dir(self, run: int) -> Path:
+        return self.root / "checkpoints" / f"run_{run:05d}"
+
+    def completed(self) -> set[int]:
+        """Indices of the runs on disk (files named exactly run_NNNNN.npz)."""
+        if not self.root.is_dir():
+            return set()
+        found = (_RUN_FILE.fullmatch(p.name) for p in self.root.iterdir())
+        return {int(m.group(1)) for m in found if m}
+
+    def write(self, run: int, record: RunRecord) -> Path:
+        path = self.run_file(run)
+        atomic_write_bytes(path, encode_run(record))
+        return path
+
+    def write_timing(self, run: int, timing: dict[str, Any]) -> None:
+        atomic_write_json(self.timing_file(run), timing)
+
+    def read(self, run: int) -> RunRecord:
+        path = self.run_file(run)
+        if not path.is_file():
+            raise FileNotFoundError(f"run {run} has not been collected: {path} does not exist")
+        return decode_run(path)
+
+    def load(self, num_runs: int | None = None) -> Dynamics:
+        """Stack runs 0..K-1 (all must be there; K defaults to every run on disk)."""
+        done = self.completed()
+        if num_runs is None:
+            num_runs = max(done) + 1 if done else 0
+        missing = sorted(set(range(num_runs)) - done)
+        if missing or num_runs == 0:
+            raise FileNotFoundError(
+                f"{self.root}: runs {missing[:10] or 'all'} are missing; "
+                "run the collect stage first"
+            )
+        return stack_runs([self.read(k) for k in range(num_runs)])

@@ -4,22 +4,21 @@ The main entry points, re-exported here::
 
     fit(model_kind, curricula, y, train_features, test_features, train_runs, val_runs,
         config) -> FittedSimulator      # .rollout(curricula, y_init), .save / .restore
-    evaluate(pred, true, start=1)       # the metrics harness; persistence, mean_trajectory
-    run_simulators(dyn, split, cfg, workdir)   # the pipeline stage (simulator.stage)
+    fit_or_restore(kind, config, ..., model_dir)   # fit once, reuse while nothing changed
 
-The encoder (``simulator.encoder``) and influence queries (``simulator.influence``) are
-imported from their modules.
+Features (``simulator.features``) and influence queries (``simulator.influence``) are
+imported from their modules. Scores come from the library's harness, ``gptjax.evaluation``.
 """
 
-from .metrics import evaluate, mean_trajectory, persistence, results_table
-from .train import FitConfig, FittedSimulator, fit
+from .training import METHODS, fit, fit_or_restore, method_config
+from .fitted import SIMFLUENCE_DEFAULTS, FitConfig, FittedSimulator
 
 __all__ = [
+    "METHODS",
+    "SIMFLUENCE_DEFAULTS",
     "FitConfig",
     "FittedSimulator",
-    "evaluate",
     "fit",
-    "mean_trajectory",
-    "persistence",
-    "results_table",
+    "fit_or_restore",
+    "method_config",
 ]

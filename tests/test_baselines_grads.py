@@ -12,12 +12,11 @@ from baselines.grads import (
     GradConfig,
     GradientEngine,
     as_batch,
-    explicit_gradients,
-    flat_dot,
 )
 from baselines.tracin import checkpoint_schedule, checkpoint_weights, simulate_run
 from gptjax.models.config import ModelConfig, pythia_style
 from gptjax.models.transformer import init_model
+from tests.reference.explicit_grads import explicit_gradients, flat_dot
 
 VOCAB = 37
 

@@ -48,8 +48,8 @@ def token_batch(rng, m, length, targets, full_targets=False):
 def setup(tmp_path_factory):
     from transformers import AutoModelForCausalLM
 
-    from baselines.torch_ref import target_module_class, torch_state_dict
     from gptjax.models.hf_loading import save_hf_model
+    from tests.reference.torch_tracin import target_module_class, torch_state_dict
 
     cfg = pythia_style(vocab_size=VOCAB, hidden_size=16, num_layers=2, num_heads=2)
     model = init_model(cfg, 0)
@@ -79,7 +79,7 @@ def rel_err(ours, ref):
 
 
 def test_tracincp_matches_captum(setup):
-    from baselines.torch_ref import captum_self_influence, captum_tracincp
+    from tests.reference.torch_tracin import captum_self_influence, captum_tracincp
 
     rng = np.random.default_rng(1)
     train, test = token_batch(rng, 6, 12, 3), token_batch(rng, 4, 12, 3)
@@ -103,7 +103,7 @@ def test_tracincp_matches_captum(setup):
 
 
 def test_last_layer_matches_tracincp_fast(setup):
-    from baselines.torch_ref import captum_tracincp_fast
+    from tests.reference.torch_tracin import captum_tracincp_fast
 
     rng = np.random.default_rng(2)
     train, test = token_batch(rng, 6, 10, 1, True), token_batch(rng, 5, 10, 1, True)

@@ -17,12 +17,9 @@ from flax import nnx
 from gptjax.models.checkpoint import restore_model, save_model
 from gptjax.models.config import ModelConfig
 from gptjax.models.generate import generate
-from gptjax.models.gguf_loading import (
-    GGUFFile,
-    gguf_config,
-    load_gguf_model,
-    load_gguf_tokenizer,
-)
+from gptjax.models.gguf_file import GGUFFile
+from gptjax.models.gguf_loading import gguf_config, load_gguf_model
+from gptjax.models.gguf_tokenizer import load_gguf_tokenizer
 from gptjax.models.hf_loading import iter_hf_tensors
 from gptjax.models.transformer import init_model
 from gptjax.paths import smollm2_gguf

@@ -9,8 +9,8 @@ import pytest
 from flax import nnx
 
 from gptjax.models.hf_loading import ALIASES, iter_hf_tensors, load_hf_model
-from gptjax.models.scoring import per_example_loss
-from tests.hf_reference import LLAMA_CONFIGS, NEOX_CONFIGS, make_hf_model
+from gptjax.models.losses import per_example_loss
+from tests.reference.hf_models import LLAMA_CONFIGS, NEOX_CONFIGS, make_hf_model
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.parity

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from simulator import encoder as enc
+from simulator import features as enc
 
 TEXTS = [
     "The movie was great!",

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from simulator.metrics import evaluate, mean_trajectory, persistence
+from gptjax.evaluation import evaluate, mean_trajectory, persistence
+from simulator import FittedSimulator, fit
 from simulator.synthetic import make_synthetic
-from simulator.train import FittedSimulator, fit
 
 TRAIN, VAL, TEST = np.arange(16), np.arange(16, 20), np.arange(20, 40)
 SMALL = {"hidden": 32, "out_dim": 32, "lr": 3e-3, "warmup_steps": 50, "min_steps": 800}

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
+from gptjax.evaluation import spearman
+from simulator import fit
 from simulator import influence as inf
-from simulator.metrics import spearman
 from simulator.rollout import rollout_table
 from simulator.synthetic import make_synthetic
-from simulator.train import fit
 
 TRAIN, VAL, TEST = np.arange(16), np.arange(16, 20), np.arange(20, 28)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from simulator import metrics as mx
+from gptjax import evaluation as mx
 
 
 def _data(seed=0, r=5, t=6, n=7):

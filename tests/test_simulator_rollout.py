@@ -10,8 +10,8 @@ from flax import nnx
 
 from simulator import rollout as rl
 from simulator.gptfluence import GPTfluenceConcat, GPTfluenceDot, StackedMLP
-from simulator.naive import naive_rollout
 from simulator.simfluence import SimfluenceLinear
+from tests.reference.naive_simulator import naive_rollout
 
 
 def _loop_rollout(table, curricula, y_given, order, batch_reduce, pad):

@@ -5,30 +5,28 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from gptjax import store
 from gptjax.models.checkpoint import this_process_only
 from gptjax.models.transformer import Transformer
+from gptjax.store import RunStore
 
 
 def params_reader(
-    workdir: str | Path, base_model: Transformer
+    runs_store: RunStore, base_model: Transformer
 ) -> tuple[Callable[[int, int], Any], Callable[[int], list[int]]]:
     """(params_at(run, step) -> nnx.State, saved_steps(run) -> sorted steps).
 
     Step 0 is the base model even when it was not saved. Checkpoints that hold only some
     parameters (collect.save_params_regex) are completed from the base model.
     """
-    workdir = Path(workdir)
     _, base_state = nnx.split(base_model)
 
     def saved_steps(run: int) -> list[int]:
-        folder = store.checkpoint_dir(workdir, run)
+        folder = runs_store.checkpoint_dir(run)
         if not folder.is_dir():
             return [0]
         with ocp.CheckpointManager(folder.resolve(), options=_read_options()) as manager:
@@ -36,10 +34,10 @@ def params_reader(
 
     @functools.cache
     def saved_regex(run: int) -> str:  # read each run file once, not once per checkpoint
-        return store.read_run(workdir, run).meta["spec"]["save_params_regex"]
+        return runs_store.read(run).meta["spec"]["save_params_regex"]
 
     def params_at(run: int, step: int) -> Any:
-        folder = store.checkpoint_dir(workdir, run)
+        folder = runs_store.checkpoint_dir(run)
         if step == 0 and not (folder / "0").exists():
             return base_state
         if not folder.is_dir():

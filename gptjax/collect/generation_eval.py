@@ -7,32 +7,39 @@ are reproducible and independent of how runs are grouped.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np
 from flax import nnx
 
 from gptjax.models.generate import generate
-from gptjax.tasks import bleu, rouge_l
-
-if TYPE_CHECKING:
-    import ml_collections
-
-    from gptjax.stages import Prepared
+from gptjax.models.tokenizer import Tokenizer
+from gptjax.tasks.text_metrics import bleu, rouge_l
+from gptjax.tasks.tokenize import TokenizedExamples
 
 
-def make_generation_eval(config: ml_collections.ConfigDict, prep: Prepared):
-    """extra_eval(graphdef, stacked_params [G, ...], step, runs) -> {bleu, rougeL: [G, N]}."""
-    c = config.collect
-    tokens = prep.test_tokens
+def make_generation_eval(
+    test_tokens: TokenizedExamples,
+    references: Sequence[Sequence[str]],
+    tokenizer: Tokenizer,
+    *,
+    seed: int,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+):
+    """extra_eval(graphdef, stacked_params [G, ...], step, runs) -> {bleu, rougeL: [G, N]}.
+
+    references[n]: the reference texts of test example n. temperature 0 decodes greedily.
+    """
     prompts = [
         [int(t) for t, m in zip(row, mask, strict=True) if m]
-        for row, mask in zip(tokens.prompt_ids, tokens.prompt_mask, strict=True)
+        for row, mask in zip(test_tokens.prompt_ids, test_tokens.prompt_mask, strict=True)
     ]
-    references = [list(e.references) for e in prep.pools.test]
-    tokenizer = prep.tokenizer
-    root = jax.random.key(config.seed)
+    references = [list(r) for r in references]
+    root = jax.random.key(seed)
 
     def evaluate(graphdef: nnx.GraphDef, stacked: Any, step: int, runs: list[int]):
         host = jax.device_get(stacked)
@@ -43,12 +50,12 @@ def make_generation_eval(config: ml_collections.ConfigDict, prep: Prepared):
             out = generate(
                 model,
                 prompts,
-                c.max_new_tokens,
+                max_new_tokens,
                 eos_id=tokenizer.eos_id,
                 pad_id=tokenizer.pad_id,
-                temperature=c.sampling_temperature,
-                top_p=c.top_p,
-                key=key if c.sampling_temperature > 0 else None,
+                temperature=temperature,
+                top_p=top_p,
+                key=key if temperature > 0 else None,
             )
             texts = [tokenizer.decode(ids) for ids in out.as_lists()]
             scores["bleu"].append(bleu(texts, references))

@@ -15,8 +15,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from gptjax.collect.train_step import TOKEN_FIELDS, example_losses, make_optimizer
+from gptjax.collect.train_step import make_optimizer, make_update
 from gptjax.models.transformer import Transformer
+from gptjax.tasks.tokenize import TOKEN_FIELDS
 
 
 def pretrain_base(
@@ -35,14 +36,12 @@ def pretrain_base(
     )
     data = {k: jnp.asarray(tokens[k]) for k in TOKEN_FIELDS}
 
+    update = make_update(graphdef, optimizer)
+
     @jax.jit
     def step(params, opt_state, ids):
-        batch = jax.tree.map(lambda a: a[ids], data)
-        loss, grads = jax.value_and_grad(lambda p: example_losses(graphdef, p, batch).mean())(
-            params
-        )
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+        params, opt_state, loss, _ = update(params, opt_state, jax.tree.map(lambda a: a[ids], data))
+        return params, opt_state, loss
 
     opt_state = optimizer.init(params)
     rng = np.random.default_rng([seed, 7])

@@ -12,11 +12,9 @@ those, on its local devices.
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -28,11 +26,9 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from gptjax import store
 from gptjax.collect.checkpoints import filter_params
 from gptjax.collect.curricula import draw_curriculum, steps_per_run
 from gptjax.collect.train_step import (
-    TOKEN_FIELDS,
     eval_losses,
     make_optimizer,
     make_run_step,
@@ -40,6 +36,8 @@ from gptjax.collect.train_step import (
 )
 from gptjax.models.checkpoint import this_process_only
 from gptjax.models.transformer import Transformer
+from gptjax.store import RunRecord, RunStore
+from gptjax.tasks.tokenize import TOKEN_FIELDS
 
 # extra_eval(graphdef, stacked_params, step, runs) -> {metric name: float32 [G, N]}
 ExtraEval = Callable[[nnx.GraphDef, Any, int, list[int]], dict[str, np.ndarray]]
@@ -73,22 +71,23 @@ class CollectSpec:
 def parse_save_steps(rule: str, num_steps: int) -> tuple[int, ...]:
     """'none' | 'all' | 'every:m' | 'evenly:k' (k checkpoints, the last at T) | '3,10,20'."""
     rule = str(rule).strip()
+    usage = f"collect.save_params: {rule!r} is not none | all | every:m | evenly:k | a,b,c"
     if rule in ("", "none"):
         return ()
     if rule == "all":
         return tuple(range(num_steps + 1))
-    if rule.startswith("every:"):
-        m = int(rule.split(":", 1)[1])
-        return tuple(sorted(set(range(0, num_steps + 1, m)) | {num_steps}))
-    if rule.startswith("evenly:"):
-        k = int(rule.split(":", 1)[1])
-        return tuple(sorted({int(round(x)) for x in np.linspace(0, num_steps, k + 1)[:-1]}))
+    if rule.startswith(("every:", "evenly:")):
+        kind, _, count = rule.partition(":")
+        if not count.strip().isdigit() or int(count) < 1:
+            raise ValueError(f"{usage} (m and k are integers >= 1)")
+        n = int(count)
+        if kind == "every":
+            return tuple(sorted(set(range(0, num_steps + 1, n)) | {num_steps}))
+        return tuple(sorted({int(round(x)) for x in np.linspace(0, num_steps, n + 1)[:-1]}))
     try:
         steps = tuple(sorted({int(s) for s in rule.split(",")}))
     except ValueError:
-        raise ValueError(
-            f"collect.save_params: {rule!r} is not none | all | every:m | evenly:k | a,b,c"
-        ) from None
+        raise ValueError(usage) from None
     bad = [s for s in steps if not 0 <= s <= num_steps]
     if bad:
         raise ValueError(f"collect.save_params: steps {bad} are outside 0..{num_steps}")
@@ -109,11 +108,11 @@ def owned_groups(num_runs: int, group_size: int, process: int, num_processes: in
 class _CheckpointWriter:
     """Orbax CheckpointManager per run; step numbers are training steps (0 = base)."""
 
-    def __init__(self, workdir: Path, runs: list[int], spec: CollectSpec):
+    def __init__(self, runs_store: RunStore, runs: list[int], spec: CollectSpec):
         self.spec = spec
         self.managers = {}
         for run in runs:
-            folder = store.checkpoint_dir(workdir, run)
+            folder = runs_store.checkpoint_dir(run)
             shutil.rmtree(folder, ignore_errors=True)  # left by an interrupted attempt
             folder.mkdir(parents=True)  # Orbax cannot create it with active_processes set
             self.managers[run] = ocp.CheckpointManager(
@@ -138,7 +137,7 @@ class _CheckpointWriter:
 
 
 def collect(
-    workdir: str | Path,
+    runs_store: RunStore,
     spec: CollectSpec,
     base_model: Transformer,
     pool_tokens: dict[str, np.ndarray],
@@ -151,8 +150,8 @@ def collect(
     meta: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> list[int]:
-    """Collect every run this process owns that is not on disk yet. Returns the runs written."""
-    workdir = Path(workdir)
+    """Collect every run this process owns that is not in ``runs_store`` yet. Returns the runs
+    written."""
     num_steps = spec.num_steps
     schedule = make_schedule(spec.learning_rate, num_steps, spec.warmup_steps, spec.end_lr_factor)
     # optax evaluates the schedule at the update count before incrementing it: step t uses t-1.
@@ -169,7 +168,7 @@ def collect(
     mesh = Mesh(np.array(devices), ("runs",))
     group_size = spec.runs_per_device * len(devices)
     groups = owned_groups(spec.num_runs, group_size, jax.process_index(), jax.process_count())
-    done = store.completed_runs(workdir)
+    done = runs_store.completed()
     todo = [g for g in groups if not set(g) <= done]
     if not todo:
         return []
@@ -224,7 +223,7 @@ def collect(
         params = stack(base_params)
         opt_state = stack(optimizer.init(base_params))
         alive = jax.device_put(jnp.ones(group_size, bool), runs_sharding)
-        writer = _CheckpointWriter(workdir, group, spec) if spec.save_steps else None
+        writer = _CheckpointWriter(runs_store, group, spec) if spec.save_steps else None
         if writer and 0 in spec.save_steps:
             writer.save(params, 0, group)
         y = np.full((group_size, num_steps + 1, num_test), np.nan, np.float32)
@@ -288,15 +287,9 @@ def collect(
                 bytes_per_checkpoint=writer.bytes_per_checkpoint if writer else 0,
             )
             metrics = {"loss": y[i]} | {name: v[i] for name, v in extra.items()}
-            record = store.RunRecord(
-                curricula[i], subsets[i], lrs, train_loss[i], metrics, run_meta
-            )
-            store.write_run(workdir, run, record)
-            timing = {"wall_s": wall, "group": group, "devices": len(devices)}
-            store.atomic_write_bytes(
-                store.run_file(workdir, run).with_suffix(".timing.json"),
-                json.dumps(timing).encode(),
-            )
+            record = RunRecord(curricula[i], subsets[i], lrs, train_loss[i], metrics, run_meta)
+            runs_store.write(run, record)
+            runs_store.write_timing(run, {"wall_s": wall, "group": group, "devices": len(devices)})
             written.append(run)
     bar.close()
     return written

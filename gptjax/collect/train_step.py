@@ -15,9 +15,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from gptjax.models.scoring import per_example_loss
-
-TOKEN_FIELDS = ("input_ids", "attention_mask", "target_pos", "target_ids", "target_mask")
+from gptjax.models.losses import per_example_loss
+from gptjax.tasks.tokenize import TOKEN_FIELDS
 
 
 def make_schedule(
@@ -58,6 +57,22 @@ def eval_losses(
     return losses.reshape(-1)[:n]
 
 
+def make_update(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation) -> Callable:
+    """update(params, opt_state, batch) -> (params, opt_state, loss, finite): one optimiser
+    step on the mean target loss of ``batch``; ``finite`` says the loss and the gradient
+    norm were finite. The one training step of collection and of base-model pretraining."""
+
+    def update(params, opt_state, batch):
+        loss, grads = jax.value_and_grad(lambda p: example_losses(graphdef, p, batch).mean())(
+            params
+        )
+        finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss, finite
+
+    return update
+
+
 def make_run_step(
     graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, eval_chunk: int
 ) -> Callable:
@@ -70,14 +85,11 @@ def make_run_step(
     passes over every parameter and optimiser state per step).
     """
 
+    update = make_update(graphdef, optimizer)
+
     def step(params, opt_state, alive, batch_ids, pool_tokens, test_tokens):
         batch = jax.tree.map(lambda a: a[batch_ids], pool_tokens)
-        loss, grads = jax.value_and_grad(lambda p: example_losses(graphdef, p, batch).mean())(
-            params
-        )
-        finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
+        params, opt_state, loss, finite = update(params, opt_state, batch)
         test_losses = eval_losses(graphdef, params, test_tokens, eval_chunk)
         alive = alive & finite & jnp.all(jnp.isfinite(test_losses))
         return params, opt_state, alive, loss, jnp.where(alive, test_losses, jnp.nan)

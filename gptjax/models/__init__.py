@@ -15,14 +15,10 @@ from pathlib import Path
 from gptjax.models.checkpoint import restore_model, save_model
 from gptjax.models.config import ModelConfig, pythia_style
 from gptjax.models.generate import Generation, generate, generate_text
-from gptjax.models.gguf_loading import (
-    GGUFTokenizer,
-    load_gguf,
-    load_gguf_model,
-    load_gguf_tokenizer,
-)
+from gptjax.models.gguf_loading import load_gguf, load_gguf_model
+from gptjax.models.gguf_tokenizer import GGUFTokenizer, load_gguf_tokenizer
 from gptjax.models.hf_loading import load_hf_model, save_hf_model
-from gptjax.models.scoring import per_example_loss
+from gptjax.models.losses import per_example_loss
 from gptjax.models.tokenizer import Tokenizer, load_tokenizer
 from gptjax.models.transformer import Transformer, init_model
 

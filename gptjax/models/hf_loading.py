@@ -12,23 +12,23 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from gptjax.models.config import ModelConfig, load_hf_config
-from gptjax.models.transformer import Transformer, abstract_model
-
-# A parameter path in our model -> (HF tensor names it is made of, how to combine them).
-Mapping = dict[tuple, tuple[tuple[str, ...], Callable[..., np.ndarray]]]
+from gptjax.models.transformer import Transformer
+from gptjax.models.weight_mapping import (
+    Mapping,
+    build_from_mapping,
+    concat,
+    concat_transpose,
+    identity,
+    transpose,
+)
 
 # Names one tensor has in different HF releases (transformers 5 calls Pythia's embed_out lm_head
 # in memory but keeps embed_out on disk).
 ALIASES = {"embed_out.weight": "lm_head.weight", "lm_head.weight": "embed_out.weight"}
-
-
-def _t(w: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(w.T)
 
 
 def _neox_qkv_kernel(cfg: ModelConfig) -> Callable[[np.ndarray], np.ndarray]:
@@ -37,7 +37,7 @@ def _neox_qkv_kernel(cfg: ModelConfig) -> Callable[[np.ndarray], np.ndarray]:
     def convert(w: np.ndarray) -> np.ndarray:
         # HF fuses per head: rows are [head0: q k v, head1: q k v, ...]; we want [Q | K | V].
         w = w.reshape(h, 3, hd, -1).transpose(1, 0, 2, 3).reshape(3 * h * hd, -1)
-        return _t(w)
+        return transpose(w)
 
     return convert
 
@@ -47,125 +47,77 @@ def _neox_qkv_bias(cfg: ModelConfig) -> Callable[[np.ndarray], np.ndarray]:
     return lambda b: b.reshape(h, 3, hd).transpose(1, 0, 2).reshape(-1)
 
 
-def _identity(x: np.ndarray) -> np.ndarray:
-    return x
-
-
-def _concat_t(*ws: np.ndarray) -> np.ndarray:
-    return _t(np.concatenate(ws, axis=0))
-
-
-def _concat(*bs: np.ndarray) -> np.ndarray:
-    return np.concatenate(bs, axis=0)
-
-
 def param_mapping(cfg: ModelConfig) -> Mapping:
     m: Mapping = {}
     if cfg.arch == "gpt_neox":
         p = "gpt_neox."
-        m[("embed", "embedding")] = ((p + "embed_in.weight",), _identity)
+        m[("embed", "embedding")] = ((p + "embed_in.weight",), identity)
         for i in range(cfg.num_layers):
             hf = f"{p}layers.{i}."
             ours = ("layers", i)
-            m[(*ours, "attn_norm", "scale")] = ((hf + "input_layernorm.weight",), _identity)
-            m[(*ours, "attn_norm", "bias")] = ((hf + "input_layernorm.bias",), _identity)
-            m[(*ours, "mlp_norm", "scale")] = ((hf + "post_attention_layernorm.weight",), _identity)
-            m[(*ours, "mlp_norm", "bias")] = ((hf + "post_attention_layernorm.bias",), _identity)
+            m[(*ours, "attn_norm", "scale")] = ((hf + "input_layernorm.weight",), identity)
+            m[(*ours, "attn_norm", "bias")] = ((hf + "input_layernorm.bias",), identity)
+            m[(*ours, "mlp_norm", "scale")] = ((hf + "post_attention_layernorm.weight",), identity)
+            m[(*ours, "mlp_norm", "bias")] = ((hf + "post_attention_layernorm.bias",), identity)
             m[(*ours, "attn", "qkv", "kernel")] = (
                 (hf + "attention.query_key_value.weight",),
                 _neox_qkv_kernel(cfg),
             )
-            m[(*ours, "attn", "out", "kernel")] = ((hf + "attention.dense.weight",), _t)
+            m[(*ours, "attn", "out", "kernel")] = ((hf + "attention.dense.weight",), transpose)
             if cfg.attention_bias:
                 m[(*ours, "attn", "qkv", "bias")] = (
                     (hf + "attention.query_key_value.bias",),
                     _neox_qkv_bias(cfg),
                 )
-                m[(*ours, "attn", "out", "bias")] = ((hf + "attention.dense.bias",), _identity)
-            m[(*ours, "mlp", "up", "kernel")] = ((hf + "mlp.dense_h_to_4h.weight",), _t)
-            m[(*ours, "mlp", "up", "bias")] = ((hf + "mlp.dense_h_to_4h.bias",), _identity)
-            m[(*ours, "mlp", "down", "kernel")] = ((hf + "mlp.dense_4h_to_h.weight",), _t)
-            m[(*ours, "mlp", "down", "bias")] = ((hf + "mlp.dense_4h_to_h.bias",), _identity)
-        m[("final_norm", "scale")] = ((p + "final_layer_norm.weight",), _identity)
-        m[("final_norm", "bias")] = ((p + "final_layer_norm.bias",), _identity)
+                m[(*ours, "attn", "out", "bias")] = ((hf + "attention.dense.bias",), identity)
+            m[(*ours, "mlp", "up", "kernel")] = ((hf + "mlp.dense_h_to_4h.weight",), transpose)
+            m[(*ours, "mlp", "up", "bias")] = ((hf + "mlp.dense_h_to_4h.bias",), identity)
+            m[(*ours, "mlp", "down", "kernel")] = ((hf + "mlp.dense_4h_to_h.weight",), transpose)
+            m[(*ours, "mlp", "down", "bias")] = ((hf + "mlp.dense_4h_to_h.bias",), identity)
+        m[("final_norm", "scale")] = ((p + "final_layer_norm.weight",), identity)
+        m[("final_norm", "bias")] = ((p + "final_layer_norm.bias",), identity)
         if not cfg.tie_embeddings:
-            m[("lm_head", "kernel")] = (("embed_out.weight",), _t)
+            m[("lm_head", "kernel")] = (("embed_out.weight",), transpose)
         return m
     p = "model."
-    m[("embed", "embedding")] = ((p + "embed_tokens.weight",), _identity)
+    m[("embed", "embedding")] = ((p + "embed_tokens.weight",), identity)
     for i in range(cfg.num_layers):
         hf = f"{p}layers.{i}."
         ours = ("layers", i)
         a = hf + "self_attn."
-        m[(*ours, "attn_norm", "scale")] = ((hf + "input_layernorm.weight",), _identity)
-        m[(*ours, "mlp_norm", "scale")] = ((hf + "post_attention_layernorm.weight",), _identity)
+        m[(*ours, "attn_norm", "scale")] = ((hf + "input_layernorm.weight",), identity)
+        m[(*ours, "mlp_norm", "scale")] = ((hf + "post_attention_layernorm.weight",), identity)
         m[(*ours, "attn", "qkv", "kernel")] = (
             (a + "q_proj.weight", a + "k_proj.weight", a + "v_proj.weight"),
-            _concat_t,
+            concat_transpose,
         )
-        m[(*ours, "attn", "out", "kernel")] = ((a + "o_proj.weight",), _t)
+        m[(*ours, "attn", "out", "kernel")] = ((a + "o_proj.weight",), transpose)
         if cfg.attention_bias:
             m[(*ours, "attn", "qkv", "bias")] = (
                 (a + "q_proj.bias", a + "k_proj.bias", a + "v_proj.bias"),
-                _concat,
+                concat,
             )
-            m[(*ours, "attn", "out", "bias")] = ((a + "o_proj.bias",), _identity)
+            m[(*ours, "attn", "out", "bias")] = ((a + "o_proj.bias",), identity)
         m[(*ours, "mlp", "up", "kernel")] = (
             (hf + "mlp.gate_proj.weight", hf + "mlp.up_proj.weight"),
-            _concat_t,
+            concat_transpose,
         )
-        m[(*ours, "mlp", "down", "kernel")] = ((hf + "mlp.down_proj.weight",), _t)
+        m[(*ours, "mlp", "down", "kernel")] = ((hf + "mlp.down_proj.weight",), transpose)
         if cfg.mlp_bias:
             m[(*ours, "mlp", "up", "bias")] = (
                 (hf + "mlp.gate_proj.bias", hf + "mlp.up_proj.bias"),
-                _concat,
+                concat,
             )
-            m[(*ours, "mlp", "down", "bias")] = ((hf + "mlp.down_proj.bias",), _identity)
-    m[("final_norm", "scale")] = ((p + "norm.weight",), _identity)
+            m[(*ours, "mlp", "down", "bias")] = ((hf + "mlp.down_proj.bias",), identity)
+    m[("final_norm", "scale")] = ((p + "norm.weight",), identity)
     if not cfg.tie_embeddings:
-        m[("lm_head", "kernel")] = (("lm_head.weight",), _t)
+        m[("lm_head", "kernel")] = (("lm_head.weight",), transpose)
     return m
 
 
-def build_model(
-    cfg: ModelConfig,
-    get_tensor: Callable[[str], np.ndarray],
-    source: str,
-    mapping: Mapping | None = None,
-) -> Transformer:
-    """Fill an abstract model with converted tensors, checking every shape against it."""
-    model = abstract_model(cfg)
-    graphdef, state = nnx.split(model)
-    flat = dict(state.flat_state())
-    mapping = param_mapping(cfg) if mapping is None else mapping
-    missing = sorted(set(flat) - set(mapping), key=str)
-    if missing:
-        raise ValueError(f"{source}: no mapping for parameters {missing[:5]}")
-    values = {}
-    for path, (names, convert) in mapping.items():
-        tensors = [np.asarray(get_tensor(name), dtype=np.float32) for name in names]
-        try:
-            value = convert(*tensors)
-        except ValueError as err:
-            # A reshape inside a converter (fused or permuted heads) fails on a wrong-shaped
-            # tensor before the shape check below could name it.
-            raise ValueError(
-                f"{source}: tensor {' + '.join(names)} has shape "
-                f"{tuple(t.shape for t in tensors)}, which does not fit "
-                f"{'.'.join(map(str, path))} (expected {tuple(flat[path].value.shape)}): {err}"
-            ) from err
-        expected = flat[path].value.shape
-        if value.shape != tuple(expected):
-            raise ValueError(
-                f"{source}: tensor {' + '.join(names)} has shape "
-                f"{tuple(t.shape for t in tensors)}, which converts to {value.shape}; the "
-                f"config implies {tuple(expected)} for {'.'.join(map(str, path))}"
-            )
-        values[path] = value
-    for path, variable in flat.items():
-        # Device arrays, not numpy: a jitted call would otherwise copy every param in each time.
-        variable.value = jnp.asarray(values[path])
-    return nnx.merge(graphdef, state)
+def build_model(cfg: ModelConfig, get_tensor: Callable[[str], np.ndarray], source: str):
+    """Our model filled from HF tensors (by name), every shape checked."""
+    return build_from_mapping(cfg, get_tensor, source, param_mapping(cfg))
 
 
 class _SafetensorsReader:
@@ -243,12 +195,12 @@ def iter_hf_tensors(model: Transformer) -> Iterator[tuple[str, np.ndarray]]:
     h, kv, hd = cfg.num_heads, cfg.kv_heads, cfg.dim_per_head
     for path, (names, convert) in param_mapping(cfg).items():
         value = np.asarray(flat[path].value)
-        if convert is _identity:
+        if convert is identity:
             parts = [value]
-        elif convert is _t:
+        elif convert is transpose:
             parts = [value.T]
-        elif convert in (_concat_t, _concat):
-            value = value.T if convert is _concat_t else value
+        elif convert in (concat_transpose, concat):
+            value = value.T if convert is concat_transpose else value
             if len(names) == 3:  # q, k, v
                 sizes = [h * hd, kv * hd, kv * hd]
             else:  # gate, up

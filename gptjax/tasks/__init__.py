@@ -10,7 +10,7 @@ from gptjax.tasks.base import FORMATS, Example, Record, Task
 from gptjax.tasks.demo import DemoWorld, make_world
 from gptjax.tasks.pools import ENCODER_TEXTS, Pools, build_pools
 from gptjax.tasks.registry import PAPER_TASKS, MixtureTask, get_task, known_tasks
-from gptjax.tasks.scoring import bleu, rouge_l
+from gptjax.tasks.text_metrics import bleu, rouge_l
 from gptjax.tasks.tokenize import TokenizedExamples, target_bucket, tokenize_examples
 
 __all__ = [

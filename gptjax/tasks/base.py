@@ -12,10 +12,8 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 FORMATS = ("finetune", "instruction")
-KINDS = ("classification", "generation")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,9 +128,3 @@ class Task:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, kind={self.kind!r})"
-
-
-def describe(obj: Any) -> str:
-    """Short human description of a value for error messages."""
-    text = repr(obj)
-    return text if len(text) <= 80 else text[:77] + "..."

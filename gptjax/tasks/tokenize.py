@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from gptjax.tasks.base import Example
 
-
-class TokenizerLike(Protocol):
-    eos_id: int
-    pad_id: int
-
-    def encode(self, text: str) -> list[int]: ...
+# The arrays the target-token loss reads (gptjax.models.losses): the batch format of every
+# training step, evaluation and gradient computation.
+TOKEN_FIELDS = ("input_ids", "attention_mask", "target_pos", "target_ids", "target_mask")
 
 
 @dataclasses.dataclass
@@ -63,12 +60,9 @@ class TokenizedExamples:
             }
         )
 
-    def as_dict(self) -> dict[str, np.ndarray]:
-        return {
-            f.name: getattr(self, f.name)
-            for f in dataclasses.fields(self)
-            if getattr(self, f.name) is not None
-        }
+    def loss_inputs(self) -> dict[str, np.ndarray]:
+        """The TOKEN_FIELDS arrays, as training steps and gradient code take them."""
+        return {name: getattr(self, name) for name in TOKEN_FIELDS}
 
 
 def round_up(n: int, multiple: int) -> int:

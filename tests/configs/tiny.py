@@ -3,7 +3,7 @@
 python -m gptjax.main --config tests/configs/tiny.py --workdir /tmp/tiny
 """
 
-from gptjax.config import base_config
+from gptjax.pipeline.config import base_config
 
 
 def get_config():

@@ -1,5 +1,6 @@
-"""Target-token losses. Only target positions need logits: hidden states are gathered there
-before the unembedding, which with a 50k vocabulary is most of the saving."""
+"""Target-token losses (the fine-tuning objective). Only target positions need logits: hidden
+states are gathered there before the unembedding, which with a 50k vocabulary is most of the
+saving."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from gptjax.models.transformer import Transformer
+from gptjax.tasks.tokenize import TOKEN_FIELDS
 
 
 def target_log_probs(
@@ -34,16 +36,15 @@ def per_example_loss(
 ) -> jax.Array:
     """Mean cross-entropy over each example's target tokens, shape [B]."""
     ce = target_log_probs(model, input_ids, attention_mask, target_pos, target_ids)
+    return masked_token_mean(ce, target_mask)
+
+
+def masked_token_mean(ce: jax.Array, target_mask: jax.Array) -> jax.Array:
+    """Mean of per-token losses over each example's target tokens (last axis); 0 for an
+    example with none. Every per-example loss in the project reduces through this."""
     return (ce * target_mask).sum(-1) / jnp.maximum(target_mask.sum(-1), 1.0)
 
 
 def batch_loss(model: Transformer, batch: dict[str, jax.Array]) -> jax.Array:
     """Mean over examples of the per-example target loss (the fine-tuning objective)."""
-    return per_example_loss(
-        model,
-        batch["input_ids"],
-        batch["attention_mask"],
-        batch["target_pos"],
-        batch["target_ids"],
-        batch["target_mask"],
-    ).mean()
+    return per_example_loss(model, *(batch[k] for k in TOKEN_FIELDS)).mean()

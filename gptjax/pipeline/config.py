@@ -3,17 +3,79 @@
 A config file's ``get_config()`` calls `base_config()` and overrides fields; `validate`
 rejects unknown keys, wrong types and impossible values, naming the key, before any work
 starts (absl + ml_collections.config_flags turn ``--config.a.b=v`` into overrides).
+
+The simulator and baselines sections are built from the methods' own settings dataclasses
+(``simulator.FitConfig``, ``baselines.GradConfig``), so each default lives in one place.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
 import ml_collections
 
+from baselines import GRADIENT_METHODS, GradConfig
+from gptjax.collect.curricula import steps_per_run
+from gptjax.collect.runner import parse_save_steps
+from simulator import METHODS as SIMULATORS
+from simulator import SIMFLUENCE_DEFAULTS, FitConfig, method_config
+
 STAGES = ("collect", "simulate", "baselines", "report")
 MODEL_SOURCES = ("init", "hf", "gguf", "gptjax")
+SANITY_METHODS = ("persistence", "mean_trajectory")
+# GradConfig fields that a baselines method fixes itself (not a config key).
+_PER_METHOD_GRAD_FIELDS = ("layers",)
+
+
+def simulator_section() -> ml_collections.ConfigDict:
+    """``config.simulator``. ``models``: comma-separated names from ``simulator.METHODS``
+    (gptfluence uses ``gptfluence.variant``; gptfluence_dot / _concat force the variant;
+    gptfluence_anchored simulates deviations from the mean training trajectory).
+    ``metrics``: comma-separated, "" = every metric collected. ``gptfluence`` and
+    ``simfluence`` hold ``simulator.FitConfig`` fields (sizes 0 = the paper's for the variant)."""
+    c = ml_collections.ConfigDict()
+    c.models = "gptfluence,simfluence"
+    c.metrics = ""
+    c.pooling = "mean"  # encoder features: mean | cls | pooler
+    c.start = 1  # simulate from y_0; steps 1..T are scored
+    c.plot_examples = 4
+    c.verbose = False
+    c.gptfluence = ml_collections.ConfigDict(dataclasses.asdict(FitConfig()))
+    c.simfluence = ml_collections.ConfigDict(dataclasses.asdict(SIMFLUENCE_DEFAULTS))
+    return c
+
+
+def baselines_section() -> ml_collections.ConfigDict:
+    """``config.baselines``: the methods to score and ``baselines.GradConfig`` fields.
+
+    ``methods``: comma-separated subset of persistence, mean_trajectory and the gradient
+    methods tracin_cp_all (every saved step), tracin_cp_k (num_checkpoints evenly spaced saved
+    steps), grad_dot (final parameters), each also with the suffix _last_layer."""
+    c = ml_collections.ConfigDict()
+    c.methods = ",".join(SANITY_METHODS + tuple(GRADIENT_METHODS))
+    c.num_checkpoints = 10  # k of tracin_cp_k (the paper's "10 steps")
+    c.loss_metric = "loss"  # the metric the gradient methods apply to
+    c.start = 1  # steps 0..start-1 are given to every method
+    c.save_predictions = True
+    for name, value in dataclasses.asdict(GradConfig()).items():
+        if name not in _PER_METHOD_GRAD_FIELDS:
+            c[name] = value
+    return c
+
+
+def grad_config(section: ml_collections.ConfigDict) -> GradConfig:
+    """The baselines section's GradConfig fields as a GradConfig."""
+    names = [
+        f.name for f in dataclasses.fields(GradConfig) if f.name not in _PER_METHOD_GRAD_FIELDS
+    ]
+    return GradConfig(**{name: section[name] for name in names})
+
+
+def names_in(value: str) -> list[str]:
+    """The items of a comma-separated config value."""
+    return [s.strip() for s in str(value).split(",") if s.strip()]
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -82,11 +144,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.collect.split = "25,2,5"  # train, validation, test runs (the rest are unused)
     c.collect.progress = True
 
-    from baselines.stage import default_config as baselines_defaults
-    from simulator.stage import default_config as simulator_defaults
-
-    c.simulator = simulator_defaults()
-    c.baselines = baselines_defaults()
+    c.simulator = simulator_section()
+    c.baselines = baselines_section()
     return c
 
 
@@ -121,7 +180,7 @@ def _schema_errors(config: Any, schema: Any, prefix: str = "") -> list[str]:
 
 
 def stages_of(config: ml_collections.ConfigDict) -> list[str]:
-    return [s.strip() for s in config.stages.split(",") if s.strip()]
+    return names_in(config.stages)
 
 
 def split_counts(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
@@ -165,6 +224,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
         ),
         (c.collect.subset_size >= c.collect.batch_size, "collect.subset_size", ">= batch_size"),
         (c.collect.learning_rate > 0, "collect.learning_rate", "> 0"),
+        (c.collect.warmup_steps >= 0, "collect.warmup_steps", ">= 0"),
+        (0 <= c.collect.end_lr_factor <= 1, "collect.end_lr_factor", "in [0, 1]"),
+        (0 <= c.collect.b1 < 1, "collect.b1", "in [0, 1)"),
+        (0 <= c.collect.b2 < 1, "collect.b2", "in [0, 1)"),
+        (c.collect.eps > 0, "collect.eps", "> 0"),
+        (c.collect.max_new_tokens > 0, "collect.max_new_tokens", "> 0"),
         (c.collect.weight_decay >= 0, "collect.weight_decay", ">= 0"),
         (c.collect.runs_per_device > 0, "collect.runs_per_device", "> 0"),
         (c.collect.eval_chunk > 0, "collect.eval_chunk", "> 0"),
@@ -185,5 +250,47 @@ def validate(config: ml_collections.ConfigDict) -> None:
             errors.append("config key 'collect.split' needs >= 1 train, val and test run")
     except ValueError as err:
         errors.append(str(err))
+    errors += _method_errors(c)
     if errors:
         raise ValueError("invalid config:\n  " + "\n  ".join(errors))
+
+
+def _method_errors(c: ml_collections.ConfigDict) -> list[str]:
+    """Every method's section checked by the method's own settings class, before any work."""
+    errors = []
+    if c.collect.subset_size > 0 and c.collect.batch_size > 0 and c.collect.epochs > 0:
+        steps = steps_per_run(c.collect.subset_size, c.collect.batch_size, c.collect.epochs)
+        try:
+            parse_save_steps(c.collect.save_params, steps)
+        except ValueError as err:
+            errors.append(f"config key {str(err)}")
+    for name in names_in(c.simulator.models):
+        if name not in SIMULATORS:
+            errors.append(
+                f"config key 'simulator.models': unknown {name!r}; known: {', '.join(SIMULATORS)}"
+            )
+            continue
+        try:
+            method_config(name, c.simulator.gptfluence, c.simulator.simfluence)
+        except (ValueError, TypeError) as err:
+            section = "simfluence" if name == "simfluence" else "gptfluence"
+            errors.append(f"config section 'simulator.{section}': {err}")
+    if c.simulator.pooling not in ("mean", "cls", "pooler"):
+        errors.append("config key 'simulator.pooling' must be mean | cls | pooler")
+    known = SANITY_METHODS + tuple(GRADIENT_METHODS)
+    unknown = [m for m in names_in(c.baselines.methods) if m not in known]
+    if unknown:
+        errors.append(
+            f"config key 'baselines.methods': unknown {unknown}; known: {', '.join(known)}"
+        )
+    if c.baselines.num_checkpoints < 1:
+        errors.append("config key 'baselines.num_checkpoints' must be >= 1")
+    for key in ("simulator.start", "baselines.start"):
+        section, field = key.split(".")
+        if c[section][field] < 1:
+            errors.append(f"config key {key!r} must be >= 1")
+    try:
+        grad_config(c.baselines)
+    except ValueError as err:
+        errors.append(f"config section 'baselines': {err}")
+    return errors

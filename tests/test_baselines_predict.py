@@ -1,10 +1,8 @@
-"""The baselines stage end to end on a tiny synthetic setup: a tiny GPT-NeoX fine-tuned with
-optax SGD for a few steps per run (parameters saved at every step), then TracIn-CP, Grad-Dot,
-persistence and mean trajectory scored by the metrics harness on the held-out runs."""
+"""Gradient baselines on a tiny synthetic setup: a tiny GPT-NeoX fine-tuned with optax SGD for
+a few steps per run (parameters saved at every step), then TracIn-CP and Grad-Dot predicted
+for the held-out runs and scored by the evaluation harness."""
 
 from __future__ import annotations
-
-import json
 
 import jax
 import jax.numpy as jnp
@@ -13,10 +11,12 @@ import optax
 import pytest
 from flax import nnx
 
-from baselines.stage import GRADIENT_METHODS, default_config, run_baselines
+from baselines import GRADIENT_METHODS, GradConfig, predict_gradient_methods
+from gptjax.evaluation import evaluate, persistence
 from gptjax.models.config import pythia_style
-from gptjax.models.scoring import batch_loss, per_example_loss
+from gptjax.models.losses import batch_loss, per_example_loss
 from gptjax.models.transformer import init_model
+from tests.reference.explicit_grads import explicit_gradients, flat_dot
 
 VOCAB, LENGTH, TARGETS = 32, 8, 2
 POOL, N_TEST, SUBSET, BATCH, EPOCHS = 10, 4, 6, 2, 2
@@ -90,55 +90,63 @@ def collected():
     return dict(dyn=dyn, graphdef=graphdef, params=params, pool=pool, test=test, steps=steps)
 
 
-def test_run_baselines_end_to_end(collected, tmp_path):
+def test_predict_gradient_methods(collected):
     c = collected
-    cfg = default_config()
-    cfg.num_checkpoints = 2
-    split = {"train": [0, 1, 2], "val": [3], "test": [4, 5, 6]}
-    results = run_baselines(
-        c["dyn"],
-        split,
-        cfg,
-        tmp_path,
+    test_runs = [4, 5]
+    y = c["dyn"]["metrics"]["loss"]
+    true = y[test_runs]
+    predicted = predict_gradient_methods(
+        list(GRADIENT_METHODS),
+        test_runs,
+        curricula=c["dyn"]["curricula"],
+        lr=c["dyn"]["lr"],
+        y=y,
         graphdef=c["graphdef"],
         params_at=lambda run, s: c["params"][run, s],
         saved_steps=lambda run: list(range(c["steps"] + 1)),
         train_tokens=c["pool"],
         test_tokens=c["test"],
+        grad_config=GradConfig(),
+        num_checkpoints=2,
     )
-    loss, rouge = results["loss"], results["rougeL"]
-    assert list(loss) == ["persistence", "mean_trajectory", *GRADIENT_METHODS]
-    for method, row in loss.items():
-        assert row["n_runs"] == 2, method  # the diverged test run is left out
-        assert row["n_nonfinite"] == 0 and np.isfinite(row["mse_mean"]), method
-    for method in GRADIENT_METHODS:
-        assert rouge[method]["not_applicable"], method
-    assert np.isfinite(rouge["persistence"]["mse_mean"])
+    assert list(predicted) == list(GRADIENT_METHODS)
+    rows = {m: evaluate(pred, true) for m, (pred, _) in predicted.items()}
+    for method, (pred, seconds) in predicted.items():
+        assert pred.shape == true.shape and seconds >= 0
+        np.testing.assert_array_equal(pred[:, 0], true[:, 0])  # starts from the true y_0
+        assert rows[method]["n_nonfinite"] == 0 and np.isfinite(rows[method]["mse_mean"])
 
     # With plain SGD, one step changes the loss by -η ⟨∇ℓ(z'), mean_i ∇ℓ(z_i)⟩ + O(η²): the
     # all-steps TracIn trajectory is a first-order Taylor expansion of the truth and must be
     # far closer to it than persistence, and closer than the coarser checkpoint schedules.
-    mse = {m: row["mse_mean"] for m, row in loss.items()}
+    mse = {m: row["mse_mean"] for m, row in rows.items()}
+    mse["persistence"] = evaluate(persistence(true), true)["mse_mean"]
     print({m: round(v, 6) for m, v in mse.items()})
     assert mse["tracin_cp_all"] < 0.05 * mse["persistence"]
     assert mse["tracin_cp_all"] < mse["tracin_cp_k"]
     assert mse["tracin_cp_all"] < mse["grad_dot"]
 
-    table = (tmp_path / "results" / "baselines.md").read_text()
-    assert "tracin_cp_all" in table and "not applicable" in table
-    saved = json.loads((tmp_path / "results" / "baselines.json").read_text())
-    assert saved["results"]["rougeL"]["grad_dot"] == "not applicable"
-    assert saved["test_runs"] == [4, 5]
-    preds = np.load(tmp_path / "results" / "baselines_predictions.npz")
-    pred = preds["loss__tracin_cp_all"]
-    true = c["dyn"]["metrics"]["loss"][[4, 5]]
-    assert pred.shape == true.shape
-    np.testing.assert_array_equal(pred[:, 0], true[:, 0])  # starts from the true y_0
+
+def test_unknown_gradient_method_is_refused(collected):
+    with pytest.raises(ValueError, match="unknown gradient methods"):
+        predict_gradient_methods(
+            ["tracin_cp_every"],
+            [4],
+            curricula=None,
+            lr=None,
+            y=None,
+            graphdef=None,
+            params_at=None,
+            saved_steps=None,
+            train_tokens=None,
+            test_tokens=None,
+            grad_config=GradConfig(),
+        )
 
 
 def test_first_step_is_tracin_formula(collected):
     """ŷ_1 = y_0 − η_1 · mean_{i∈c_1} ⟨∇ℓ(z_i; θ_0), ∇ℓ(z′; θ_0)⟩, from plain vmap(grad)."""
-    from baselines.grads import GradientEngine, explicit_gradients, flat_dot, take
+    from baselines.grads import GradientEngine, take
     from baselines.tracin import simulate_runs
 
     c, run = collected, 4

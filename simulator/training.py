@@ -19,12 +19,9 @@ kept (early stopping with ``patience`` epochs), then checkpointed with Orbax.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
-import os
 import time
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -33,315 +30,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from flax import nnx
 
+from gptjax.io import atomic_write_json, fingerprint, read_json
+
 from . import rollout as rl
-from .gptfluence import INITS, GPTfluenceConcat, GPTfluenceDot
+from .fitted import FitConfig, FittedSimulator, _rollout_params, as_fit_config, make_simulator
 from .simfluence import SimfluenceLinear
 
 log = logging.getLogger(__name__)
-KINDS = ("gptfluence", "simfluence")
-FORMAT_VERSION = 1
 
 
-@dataclass(frozen=True)
-class FitConfig:
-    """Hyper-parameters of one simulator. ``hidden``/``out_dim`` default by variant:
-    dot 384/384 (F_j: d→384→ReLU→384), concat 768/100 (2d→768→ReLU→100→ReLU→heads)."""
-
-    variant: str = "dot"
-    order: int = 1
-    hidden: int | None = None
-    out_dim: int | None = None
-    init: str = "torch"
-    batch_reduce: str = "sum"
-    pad: str = "first"
-    lr: float = 1e-4
-    weight_decay: float = 1e-3
-    batch_size: int = 128
-    warmup_steps: int = 200
-    epochs: int = 20
-    min_steps: int = 2000  # small data: more epochs until this many optimiser updates
-    patience: int = 5
-    rollout_k: int = 1
-    observe_every: int = 1
-    grad_clip: float = 1.0
-    max_windows_per_epoch: int = 0  # 0 = every window each epoch
-    factor_mode: str = "auto"  # dot variant: "pool" | "gather" | "auto"
-    lr_scale: bool = False  # scale each step's change by its learning rate (needs lr [K, T])
-    anchor: str = "none"  # "mean": simulate the deviation from the mean training trajectory
-    seed: int = 0
-
-    def resolved(self) -> FitConfig:
-        hid = self.hidden or (768 if self.variant == "concat" else 384)
-        out = self.out_dim or (100 if self.variant == "concat" else 384)
-        return dataclasses.replace(self, hidden=hid, out_dim=out)
-
-
-def as_fit_config(config: Any) -> FitConfig:
-    """FitConfig from a FitConfig, a mapping or an ``ml_collections.ConfigDict`` (unknown keys
-    are ignored, so one config section can hold settings for several model kinds)."""
-    if isinstance(config, FitConfig):
-        return config.resolved()
-    if config is None:
-        return FitConfig().resolved()
-    if hasattr(config, "to_dict"):
-        config = config.to_dict()
-    names = {f.name for f in dataclasses.fields(FitConfig)}
-    return FitConfig(**{k: v for k, v in dict(config).items() if k in names}).resolved()
-
-
-def build_model(
-    kind: str, cfg: FitConfig, dim: int, n_pool: int, n_test: int, batch_size: int
-) -> nnx.Module:
-    rngs = nnx.Rngs(cfg.seed)
-    if (
-        cfg.init not in INITS
-        or cfg.batch_reduce not in rl.REDUCE_MODES
-        or cfg.pad not in rl.PAD_MODES
-    ):
-        raise ValueError(f"bad init/batch_reduce/pad in {cfg}")
-    if kind == "gptfluence":
-        if not 1 <= cfg.order <= 10:
-            raise ValueError(f"order must be in 1..10, got {cfg.order}")
-        if cfg.variant == "dot":
-            return GPTfluenceDot(cfg.order, dim, cfg.hidden, cfg.out_dim, init=cfg.init, rngs=rngs)
-        if cfg.variant == "concat":
-            return GPTfluenceConcat(
-                cfg.order, dim, cfg.hidden, cfg.out_dim, init=cfg.init, rngs=rngs
-            )
-        raise ValueError(f"variant must be 'dot' or 'concat', got {cfg.variant!r}")
-    if kind == "simfluence":
-        return SimfluenceLinear(
-            n_pool, n_test, batch_size=batch_size, batch_reduce=cfg.batch_reduce
-        )
-    raise ValueError(f"model_kind must be one of {KINDS}, got {kind!r}")
-
-
-def _table(model, train_feats, test_feats, train_ids, test_ids):
-    if isinstance(model, SimfluenceLinear):
-        return model.table_by_ids(train_ids, test_ids)
-    return model.table(train_feats[train_ids], test_feats[test_ids])
-
-
-@partial(jax.jit, static_argnames=("graphdef", "order", "batch_reduce", "pad"))
-def _rollout_params(
-    graphdef,
-    params,
-    train_feats,
-    test_feats,
-    train_ids,
-    test_ids,
-    curricula,
-    y_given,
-    scale,
-    *,
-    order,
-    batch_reduce,
-    pad,
-):
-    """Table from the parameters (once), then the scanned rollout. One compiled function."""
-    table = _table(nnx.merge(graphdef, params), train_feats, test_feats, train_ids, test_ids)
-    return rl.rollout_table(
-        table, curricula, y_given, order=order, batch_reduce=batch_reduce, pad=pad, scale=scale
-    )
-
-
-@partial(jax.jit, static_argnames=("graphdef",))
-def _table_params(graphdef, params, train_feats, test_feats, train_ids, test_ids):
-    return _table(nnx.merge(graphdef, params), train_feats, test_feats, train_ids, test_ids)
-
-
-@dataclass
-class FittedSimulator:
-    """A fitted GPTfluence or Simfluence with its features; rolls out any curriculum."""
-
-    kind: str
-    config: FitConfig
-    graphdef: Any
-    params: Any
-    train_features: np.ndarray | None
-    test_features: np.ndarray | None
-    n_pool: int
-    n_test: int
-    batch_size: int
-    history: list[dict] = field(default_factory=list)
-    lr_ref: float | None = None  # learning-rate conditioning: the reference rate
-    mean_lr: list[float] | None = None  # and the training runs' mean schedule (the default)
-    anchor_traj: np.ndarray | None = None  # [T+1, N] with anchor="mean"
-
-    @property
-    def order(self) -> int:
-        return self.config.order if self.kind == "gptfluence" else 1
-
-    @property
-    def model(self) -> nnx.Module:
-        return nnx.merge(self.graphdef, self.params)
-
-    def _inputs(self, train_ids, test_ids, train_features, test_features):
-        if self.kind == "simfluence" and (train_features is not None or test_features is not None):
-            raise ValueError("Simfluence has no features: it cannot score new examples")
-        tr = self.train_features if train_features is None else train_features
-        te = self.test_features if test_features is None else test_features
-        n_test = self.n_test if te is None else len(te)
-        test_ids = np.arange(n_test) if test_ids is None else np.asarray(test_ids)
-        tr = jnp.zeros((1, 1)) if tr is None else jnp.asarray(tr, jnp.float32)
-        te = jnp.zeros((1, 1)) if te is None else jnp.asarray(te, jnp.float32)
-        return tr, te, jnp.asarray(train_ids, jnp.int32), jnp.asarray(test_ids, jnp.int32)
-
-    def coef_table(
-        self, test_ids=None, train_ids=None, *, train_features=None, test_features=None
-    ) -> np.ndarray:
-        """[order+1, P, N] per-example coefficients (α_1..α_n, β), over ``train_ids`` (default
-        every pool example) and ``test_ids`` (default every test example)."""
-        if train_ids is None:
-            n = self.n_pool if train_features is None else len(train_features)
-            train_ids = np.arange(n)
-        args = self._inputs(train_ids, test_ids, train_features, test_features)
-        return np.asarray(_table_params(self.graphdef, self.params, *args))
-
-    def step_scale(self, lr: np.ndarray | None, runs: int, steps: int) -> np.ndarray:
-        """[R, T] per-step change scale: lr / lr_ref with learning-rate conditioning (the
-        training runs' mean schedule when ``lr`` is None), ones otherwise."""
-        if not self.config.lr_scale:
-            return np.ones((runs, steps), np.float32)
-        if lr is None:
-            if self.mean_lr is None or len(self.mean_lr) != steps:
-                raise ValueError(
-                    f"this simulator conditions on the learning rate: pass lr "
-                    f"[R, {steps}] (it was trained on {len(self.mean_lr or [])} "
-                    f"steps)"
-                )
-            lr = np.asarray(self.mean_lr)
-        lr = np.broadcast_to(np.asarray(lr, np.float64), (runs, steps))
-        return (lr / self.lr_ref).astype(np.float32)
-
-    def rollout(
-        self,
-        curricula: np.ndarray,
-        y_init: np.ndarray,
-        test_ids=None,
-        *,
-        lr: np.ndarray | None = None,
-        train_features=None,
-        test_features=None,
-    ) -> np.ndarray:
-        """Simulate runs with any curriculum (int [R, T, B], -1 = empty slot) from
-        ``y_init`` ([R, N]: y_0, or [R, m, N]: the first m values) → [R, T+1, N].
-
-        ``test_ids`` selects test examples (columns of ``y_init``); new examples can be
-        scored by passing their ``test_features`` (and new pools by ``train_features``).
-        ``lr`` ([R, T] or [T]) is the learning-rate schedule, used by simulators fitted with
-        ``lr_scale`` (default: the training runs' mean schedule).
-        """
-        used, compact = rl.compact_ids(curricula)
-        args = self._inputs(used, test_ids, train_features, test_features)
-        y_given = rl.as_given(y_init)
-        if y_given.shape[2] != args[3].shape[0]:
-            raise ValueError(
-                f"y_init has {y_given.shape[2]} test examples, test_ids {args[3].shape[0]}"
-            )
-        scale = jnp.asarray(self.step_scale(lr, *compact.shape[:2]))
-        anchor = self._anchor(args[3], compact.shape[1], test_features)
-        out = _rollout_params(
-            self.graphdef,
-            self.params,
-            *args,
-            jnp.asarray(compact),
-            y_given - anchor[: y_given.shape[1]],
-            scale,
-            order=self.order,
-            batch_reduce=self.config.batch_reduce,
-            pad=self.config.pad,
-        )
-        return np.asarray(out + anchor)
-
-    def _anchor(self, test_ids, steps: int, test_features=None) -> jax.Array:
-        """[T+1, N] trajectory the model's deviations are added to (zeros without one)."""
-        if self.anchor_traj is None:
-            return jnp.zeros((steps + 1, len(test_ids)), jnp.float32)
-        if test_features is not None or steps + 1 != self.anchor_traj.shape[0]:
-            raise ValueError(
-                "a simulator anchored on the mean training trajectory rolls out "
-                f"its own test examples over {self.anchor_traj.shape[0] - 1} "
-                "steps only"
-            )
-        return jnp.asarray(self.anchor_traj[:, np.asarray(test_ids)], jnp.float32)
-
-    def evaluate(
-        self, curricula: np.ndarray, y: np.ndarray, start: int = 1, lr: np.ndarray | None = None
-    ) -> dict:
-        from .metrics import evaluate
-
-        return evaluate(self.rollout(curricula, y[:, :start], lr=lr), y, start=start)
-
-    # ---- persistence -------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> None:
-        """Orbax checkpoint of parameters and features + ``meta.json`` (written last, so
-        its presence means a complete checkpoint)."""
-        path = Path(path).absolute()
-        path.mkdir(parents=True, exist_ok=True)
-        tree = {"params": nnx.to_pure_dict(self.params)}
-        if self.train_features is not None:
-            tree["train_features"] = np.asarray(self.train_features)
-            tree["test_features"] = np.asarray(self.test_features)
-        if self.anchor_traj is not None:
-            tree["anchor"] = np.asarray(self.anchor_traj, np.float32)
-        with ocp.StandardCheckpointer() as ckpt:
-            ckpt.save(path / "state", tree, force=True)
-        meta = {
-            "format": FORMAT_VERSION,
-            "kind": self.kind,
-            "config": dataclasses.asdict(self.config),
-            "n_pool": self.n_pool,
-            "n_test": self.n_test,
-            "batch_size": self.batch_size,
-            "history": self.history,
-            "lr_ref": self.lr_ref,
-            "mean_lr": self.mean_lr,
-        }
-        tmp = path / "meta.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=1))
-        os.replace(tmp, path / "meta.json")
-
-    @staticmethod
-    def exists(path: str | os.PathLike) -> bool:
-        return (Path(path) / "meta.json").is_file()
-
-    @classmethod
-    def restore(cls, path: str | os.PathLike) -> FittedSimulator:
-        path = Path(path).absolute()
-        meta = json.loads((path / "meta.json").read_text())
-        cfg = FitConfig(**meta["config"])
-        with ocp.StandardCheckpointer() as ckpt:
-            tree = ckpt.restore(path / "state")
-        tr = tree.get("train_features")
-        dim = 1 if tr is None else tr.shape[1]
-        model = build_model(
-            meta["kind"], cfg, dim, meta["n_pool"], meta["n_test"], meta["batch_size"]
-        )
-        graphdef, params = nnx.split(model, nnx.Param)
-        nnx.replace_by_pure_dict(params, jax.tree.map(jnp.asarray, tree["params"]))
-        te = tree.get("test_features")
-        return cls(
-            meta["kind"],
-            cfg,
-            graphdef,
-            params,
-            None if tr is None else np.asarray(tr),
-            None if te is None else np.asarray(te),
-            meta["n_pool"],
-            meta["n_test"],
-            meta["batch_size"],
-            meta.get("history", []),
-            meta.get("lr_ref"),
-            meta.get("mean_lr"),
-            None if "anchor" not in tree else np.asarray(tree["anchor"]),
-        )
-
-
-# ---- training ------------------------------------------------------------------------------
 def observed_steps(y: np.ndarray, runs: np.ndarray, every: int = 1) -> np.ndarray:
     """bool [T+1]: steps with a value (finite in most of ``runs``; generation metrics are
     only measured every few steps, NaN elsewhere) that also fall on the ``every`` grid
@@ -477,7 +176,7 @@ def fit(
     *,
     valid: np.ndarray | None = None,
     lr: np.ndarray | None = None,
-    workdir: str | os.PathLike | None = None,
+    save_dir: str | Path | None = None,
     verbose: bool = False,
 ) -> FittedSimulator:
     """Fit ``model_kind`` ("gptfluence" | "simfluence") on ``train_runs``, early-stopped on the
@@ -486,7 +185,7 @@ def fit(
     curricula int32 [K, T, B]; y float32 [K, T+1, N]; train_features [P, d]; test_features
     [N, d] (features are ignored by Simfluence, may be None). Runs marked invalid in ``valid``
     or with non-finite values are skipped. ``lr`` [K, T], the runs' learning rates, is needed
-    with ``lr_scale`` (each step's change scaled by lr / max training lr). With ``workdir``
+    with ``lr_scale`` (each step's change scaled by lr / max training lr). With ``save_dir``
     the best parameters are saved there (Orbax) and can be loaded with
     ``FittedSimulator.restore``.
     """
@@ -536,7 +235,7 @@ def fit(
         y = y - anchor_traj[None]
     elif cfg.anchor != "none":
         raise ValueError(f"anchor must be 'none' or 'mean', got {cfg.anchor!r}")
-    model = build_model(model_kind, cfg, dim, n_pool, n_test, bsz)
+    model = make_simulator(model_kind, cfg, dim, n_pool, n_test, bsz)
     graphdef, params = nnx.split(model, nnx.Param)
     data, starts = _prepare(y, curricula, scale, train_runs, k, observed)
     tr = jnp.zeros((1, 1)) if train_features is None else jnp.asarray(train_features, jnp.float32)
@@ -646,6 +345,78 @@ def fit(
         mean_lr,
         anchor_traj,
     )
-    if workdir is not None:
-        fitted.save(workdir)
+    if save_dir is not None:
+        fitted.save(save_dir)
+    return fitted
+
+
+# Simulator names a config may list, and what each is: (kind, overrides of its settings).
+METHODS = {
+    "gptfluence": ("gptfluence", {}),
+    "gptfluence_dot": ("gptfluence", {"variant": "dot"}),
+    "gptfluence_concat": ("gptfluence", {"variant": "concat"}),
+    "gptfluence_anchored": ("gptfluence", {"anchor": "mean"}),
+    "simfluence": ("simfluence", {}),
+}
+
+
+def method_config(name: str, gptfluence: Any, simfluence: Any) -> tuple[str, FitConfig]:
+    """(kind, settings) of a simulator named in a config, from the two settings sections."""
+    if name not in METHODS:
+        raise ValueError(f"unknown simulator {name!r}; known: {', '.join(METHODS)}")
+    kind, overrides = METHODS[name]
+    section = gptfluence if kind == "gptfluence" else simfluence
+    base = dataclasses.asdict(as_fit_config(section))
+    return kind, as_fit_config(base | overrides)
+
+
+def fit_or_restore(
+    kind: str,
+    cfg: FitConfig,
+    curricula: np.ndarray,
+    y: np.ndarray,
+    train_features: np.ndarray | None,
+    test_features: np.ndarray | None,
+    split: dict[str, list[int]],
+    model_dir: str | Path,
+    *,
+    valid: np.ndarray | None = None,
+    lr: np.ndarray | None = None,
+    verbose: bool = False,
+) -> FittedSimulator:
+    """The simulator saved in ``model_dir`` if it was fitted with the same settings on the same
+    data (recorded in ``model_dir/fit_key.json``); otherwise fit it and save it there."""
+    model_dir = Path(model_dir)
+    lr_used = lr if cfg.lr_scale else None
+    key = {
+        "kind": kind,
+        "config": repr(cfg),
+        "split": [list(map(int, split["train"])), list(map(int, split["val"]))],
+        "data": fingerprint(
+            curricula,
+            y,
+            np.zeros(0) if train_features is None else train_features,
+            np.zeros(0) if test_features is None else test_features,
+            np.ones(1, bool) if valid is None else valid,
+            np.zeros(1) if lr_used is None else lr_used,
+        ),
+    }
+    key_file = model_dir / "fit_key.json"
+    if FittedSimulator.exists(model_dir) and key_file.is_file() and read_json(key_file) == key:
+        return FittedSimulator.restore(model_dir)
+    fitted = fit(
+        kind,
+        curricula,
+        y,
+        train_features,
+        test_features,
+        split["train"],
+        split["val"],
+        cfg,
+        valid=valid,
+        lr=lr_used,
+        verbose=verbose,
+    )
+    fitted.save(model_dir)
+    atomic_write_json(key_file, key, indent=1)
     return fitted

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from .gptfluence import GPTfluenceConcat, GPTfluenceDot
+from simulator.gptfluence import GPTfluenceConcat, GPTfluenceDot
 
 
 @partial(jax.jit, static_argnames=("graphdef", "order", "batch_reduce"))

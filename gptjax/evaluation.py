@@ -1,4 +1,4 @@
-"""One evaluation harness for every method (DESIGN §3).
+"""The evaluation harness every method is scored by, and the one results table.
 
 All arrays are [R, T+1, N]: R runs, steps 0..T, N test examples. Steps ``start..T`` are
 scored (the first ``start`` values are given to every method).
@@ -127,7 +127,16 @@ def mean_trajectory(train_true: np.ndarray, like: np.ndarray, start: int = 1) ->
     return pred
 
 
-def _fmt(x: float, digits: int = 4) -> str:
+NOT_APPLICABLE_REASON = "gradient influence predicts changes in loss only"
+
+
+def not_applicable(reason: str = NOT_APPLICABLE_REASON) -> dict:
+    """A results row for a method that does not apply to a metric: NaN numbers flagged
+    ``not_applicable`` (tables show the method with the reason, never as a score)."""
+    return {k: math.nan for k in KEYS} | {"not_applicable": True, "reason": reason}
+
+
+def _fmt(x: float | None, digits: int = 4) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "nan"
     ax = abs(x)
@@ -137,19 +146,29 @@ def _fmt(x: float, digits: int = 4) -> str:
 
 
 def results_table(rows: dict[str, dict]) -> str:
-    """Markdown table, one row per method: MSE, MAE (mean (std)), final ρ (mean (std)),
-    across-run ρ."""
-    lines = [
-        "| method | all-steps MSE | all-steps MAE | final-step ρ | across-run ρ |",
-        "|---|---|---|---|---|",
-    ]
+    """Markdown table, one row per method: all-steps MSE and MAE (mean (std)), final-step ρ
+    (mean (std)), across-run ρ, and the seconds it took where recorded. Rows flagged
+    ``not_applicable`` are listed below the table with their reason."""
+    timed = any("seconds" in m for m in rows.values())
+    head = "| method | all-steps MSE | all-steps MAE | final-step ρ | across-run ρ |"
+    lines = [head + (" seconds |" if timed else ""), "|---|---|---|---|---|" + ("---|" * timed)]
+    skipped = []
     for name, m in rows.items():
-        lines.append(
+        if m.get("not_applicable"):
+            skipped.append((name, m.get("reason", NOT_APPLICABLE_REASON)))
+            continue
+        line = (
             f"| {name} | {_fmt(m['mse_mean'])} ({_fmt(m['mse_std'])}) "
             f"| {_fmt(m['mae_mean'])} ({_fmt(m['mae_std'])}) "
             f"| {_fmt(m['final_spearman_mean'], 3)} ({_fmt(m['final_spearman_std'], 3)}) "
             f"| {_fmt(m['across_run_spearman'], 3)} |"
         )
+        if timed:
+            line += f" {m['seconds']:.1f} |" if "seconds" in m else " |"
+        lines.append(line)
+    for reason in sorted({r for _, r in skipped}):
+        names = ", ".join(n for n, r in skipped if r == reason)
+        lines.append(f"\nNot applicable: {names} ({reason}).")
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,202 @@
+"""Preparation shared by every stage: the config checked against the workdir, the pools, the
+tokenised data and the base model (built, optionally pretrained, saved once, always restored
+from the saved copy so every process and every resumed invocation starts from the same one).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from gptjax import io, paths
+from gptjax.collect.pretrain import pretrain_base
+from gptjax.models import load_model
+from gptjax.models.checkpoint import restore_model, save_model
+from gptjax.models.config import ModelConfig
+from gptjax.models.tokenizer import CompactTokenizer, load_tokenizer
+from gptjax.models.transformer import Transformer, init_model
+from gptjax.pipeline import config as config_lib
+from gptjax.pipeline.wait import wait_until
+from gptjax.pipeline.workdir import Workdir
+from gptjax.tasks import Pools, build_pools, tokenize_examples
+from gptjax.tasks.tokenize import TokenizedExamples
+
+# Config sections whose change invalidates collected runs, and keys inside them that do not.
+_COLLECTION_KEYS = ("seed", "data", "model", "collect")
+_NOT_AFFECTING_RUNS = {"collect.progress", "collect.split", "collect.runs_per_device"}
+
+
+@dataclasses.dataclass
+class Prepared:
+    pools: Pools
+    tokenizer: Any
+    pool_tokens: TokenizedExamples  # training pool then unseen pool (index = pool id)
+    test_tokens: TokenizedExamples
+    model: Transformer
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_workdir_config(config: ml_collections.ConfigDict, workdir: Workdir) -> None:
+    """Refuse to mix runs of different configs in one workdir."""
+    path = workdir.config_file
+    if not path.is_file():
+        return
+    saved = io.read_json(path)
+    current = config.to_dict()
+    a = _flat({k: saved.get(k) for k in _COLLECTION_KEYS})
+    b = _flat({k: current.get(k) for k in _COLLECTION_KEYS})
+    differ = sorted(
+        k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in _NOT_AFFECTING_RUNS
+    )
+    if differ:
+        raise ValueError(
+            f"workdir {workdir.root} holds runs collected with another config (differs at "
+            f"{', '.join(differ[:5])}); use a new --workdir or restore those values"
+        )
+
+
+def load_base_model(
+    config: ml_collections.ConfigDict, pools: Pools | None = None
+) -> tuple[Transformer, Any]:
+    """(model, tokenizer) as the config's model section describes (before any pretraining)."""
+    m = config.model
+    if m.source != "init":
+        if m.compact_vocab:
+            raise ValueError("config key 'model.compact_vocab' applies to source 'init' only")
+        return load_model(m.source, m.path, tokenizer=m.tokenizer or None)
+    tokenizer = load_tokenizer(m.tokenizer or paths.pythia_tokenizer())
+    vocab_size = m.vocab_size
+    if m.compact_vocab:
+        if pools is None:
+            raise ValueError("a compact vocabulary is built from the pools: pass them")
+        texts = [t for e in pools.pool + pools.test for t in (e.input, e.target, *e.references)]
+        tokenizer = CompactTokenizer.from_texts(tokenizer, texts)
+        vocab_size = -(-tokenizer.vocab_size // 64) * 64  # round up, as Pythia pads its vocab
+    elif tokenizer.vocab_size > vocab_size:
+        raise ValueError(
+            f"config key 'model.vocab_size' ({vocab_size}) is smaller than the "
+            f"tokenizer's vocabulary ({tokenizer.vocab_size})"
+        )
+    cfg = ModelConfig(
+        arch=m.arch,
+        vocab_size=vocab_size,
+        hidden_size=m.hidden_size,
+        num_layers=m.num_layers,
+        num_heads=m.num_heads,
+        intermediate_size=m.intermediate_size,
+        rotary_pct=m.rotary_pct,
+        parallel_residual=m.arch == "gpt_neox",
+        attention_bias=m.arch == "gpt_neox",
+        mlp_bias=m.arch == "gpt_neox",
+        max_position_embeddings=max(2048, config.data.max_len),
+        eos_token_id=tokenizer.eos_id,
+    )
+    return init_model(cfg, seed=m.init_seed), tokenizer
+
+
+def _build_pools(config: ml_collections.ConfigDict, **overrides: Any) -> Pools:
+    d = config.data
+    mixture = tuple(config_lib.names_in(d.mixture_tasks)) or None
+    kwargs = dict(
+        pool_size=d.pool_size,
+        unseen_size=d.unseen_size,
+        test_size=d.test_size,
+        seed=config.seed,
+        fmt=d.format,
+        label_noise=d.label_noise,
+        data_root=d.data_root or None,
+        source=d.source,
+        encoder_text=d.encoder_text,
+        tasks=mixture,
+    )
+    return build_pools(d.task, **(kwargs | d.task_kwargs.to_dict() | overrides))
+
+
+def _pretrain(config: ml_collections.ConfigDict, model: Transformer, tokenizer) -> Transformer:
+    """Train a fresh base model on examples of the same task built with
+    ``model.pretrain_task_kwargs`` (the demo: another world, sharing no facts with the pools)."""
+    pools = _build_pools(
+        config,
+        pool_size=config.model.pretrain_examples,
+        unseen_size=0,
+        test_size=1,
+        seed=config.seed + 1,
+        label_noise=0.0,
+        encoder_text="input_target",
+        tasks=None,
+        **config.model.pretrain_task_kwargs.to_dict(),
+    )
+    tokens = tokenize_examples(pools.pool, tokenizer, max_len=config.data.max_len)
+    model, loss = pretrain_base(
+        model,
+        tokens.loss_inputs(),
+        steps=config.model.pretrain_steps,
+        batch_size=config.model.pretrain_batch_size,
+        learning_rate=config.model.pretrain_lr,
+        seed=config.seed,
+    )
+    print(f"pretrained the base model: {config.model.pretrain_steps} steps, loss {loss:.4f}")
+    return model
+
+
+def prepare(config: ml_collections.ConfigDict, workdir: Workdir) -> Prepared:
+    """Check the config (against the workdir's too), build pools, tokens and the base model.
+    ``config.json`` is written only once all of it succeeded."""
+    config_lib.validate(config)
+    check_workdir_config(config, workdir)
+    pools = _build_pools(config)
+    model, tokenizer = load_base_model(config, pools)
+    primary = jax.process_index() == 0  # with several processes, one writes shared files
+    model_done = workdir.model_dir / "config.json"  # written last by save_model
+    if not model_done.is_file():
+        if primary:
+            if config.model.pretrain_steps:
+                model = _pretrain(config, model, tokenizer)
+            save_model(model, workdir.model_dir)
+        else:
+            wait_until(model_done.is_file, f"{model_done} to appear")
+    model = restore_model(workdir.model_dir)
+    max_len = config.data.max_len
+    prep = Prepared(
+        pools=pools,
+        tokenizer=tokenizer,
+        pool_tokens=tokenize_examples(pools.pool, tokenizer, max_len=max_len),
+        test_tokens=tokenize_examples(pools.test, tokenizer, max_len=max_len),
+        model=model,
+    )
+    if primary:
+        io.atomic_write_json(workdir.config_file, config.to_dict())
+        _write_pools(workdir, pools)
+    return prep
+
+
+def _write_pools(workdir: Workdir, pools: Pools) -> None:
+    def rows(examples):
+        return [dataclasses.asdict(e) for e in examples]
+
+    io.atomic_write_json(
+        workdir.pools_file,
+        {
+            "train": rows(pools.train),
+            "unseen": rows(pools.unseen),
+            "test": rows(pools.test),
+            "flipped": np.asarray(pools.flipped).astype(bool).tolist(),
+            "task_of_train": list(pools.task_of_train),
+            "task_of_test": list(pools.task_of_test),
+        },
+    )
+    if pools.relatedness is not None:
+        io.atomic_save_npy(workdir.relatedness_file, np.asarray(pools.relatedness, np.float32))
