@@ -10,8 +10,8 @@ Features (``simulator.features``) and influence queries (``simulator.influence``
 imported from their modules. Scores come from the library's harness, ``gptjax.evaluation``.
 """
 
-from .training import METHODS, fit, fit_or_restore, method_config
 from .fitted import SIMFLUENCE_DEFAULTS, FitConfig, FittedSimulator
+from .training import METHODS, fit, fit_or_restore, method_config
 
 __all__ = [
     "METHODS",

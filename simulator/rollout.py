@@ -8,7 +8,8 @@ per-example α_{j+1} factors, j = n the β factor) over pool example i and test 
     β(c_t, n)   = reduce_{i ∈ c_t} table[order, i, n]
 
 where ``reduce`` is a sum (the paper) or a mean over the batch (so that α, β do not scale with
-the batch size, DESIGN §4). The table is computed once per parameter setting, so a rollout of
+the batch size, and runs with another batch size stay in distribution). The table is
+computed once per parameter setting, so a rollout of
 a whole test run is a gather-sum plus a few multiply-adds per step.
 
 Conventions (fixed for the whole package):

@@ -72,8 +72,15 @@ def test_every_stage_writes_its_results(finished):
     for method in METHODS:
         assert np.isfinite(loss[method]["mse_mean"]), method
         assert loss[method]["n_runs"] == 2, method  # the two held-out test runs
-    for name in ("simulators_loss.md", "simulators_loss.csv", "simulators_loss.png",
-                 "simulators.json", "baselines.md", "baselines.json", "report.md"):
+    for name in (
+        "simulators_loss.md",
+        "simulators_loss.csv",
+        "simulators_loss.png",
+        "simulators.json",
+        "baselines.md",
+        "baselines.json",
+        "report.md",
+    ):
         assert wd.result(name).stat().st_size > 0, name
     report = wd.report_file.read_text()
     for method in METHODS:

@@ -1,4 +1,4 @@
-"""Fitting on dynamics from a known GPTfluence-form process (Must show 1) and the fit options."""
+"""Fitting on dynamics from a known GPTfluence-form process and the fit options."""
 
 import numpy as np
 import pytest
@@ -33,7 +33,7 @@ def test_synthetic_is_in_the_model_class(syn):
 
 
 def test_fit_reaches_noise_floor(syn, fitted):
-    """Must show 1: all-steps MSE within 1.5× of the noise floor, across-run ρ > 0.9."""
+    """All-steps MSE within 1.5× of the noise floor, across-run ρ > 0.9."""
     y = syn.y[TEST]
     pred = fitted.rollout(syn.curricula[TEST], y[:, 0])
     got = evaluate(pred, y)

@@ -67,10 +67,14 @@ def test_known_tasks_and_unknown_name():
         "demo",
         "demo_gen",
         "jsonl",
-        "mixture",
     ):
         assert name in names
         assert get_task(name).name == name
+    assert "mixture" in names  # built by build_pools from its component tasks
+    with pytest.raises(ValueError, match="not one task"):
+        get_task("mixture")
+    with pytest.raises(ValueError, match="cannot contain 'mixture'"):
+        build_pools("mixture", tasks=("sst2", "mixture"), seed=0, **SIZES)
     with pytest.raises(ValueError, match="unknown task 'sst3'.*known tasks: .*sst2.*demo"):
         get_task("sst3")
     with pytest.raises(ValueError, match="known tasks"):
@@ -78,7 +82,6 @@ def test_known_tasks_and_unknown_name():
     assert get_task("sst2").label_words == (" negative", " positive")
     assert get_task("rte").label_words == (" no", " yes")
     assert get_task("webnlg").kind == "generation" and get_task("webnlg").label_words == ()
-    assert get_task("mixture").kind == "mixed"
 
 
 # ----------------------------------------------------------------------------- pools

@@ -30,6 +30,7 @@ from gptjax.collect.runner import CollectSpec, collect, parse_save_steps
 from gptjax.evaluation import evaluate, mean_trajectory, not_applicable, persistence
 from gptjax.pipeline import config as config_lib
 from gptjax.pipeline import report
+from gptjax.pipeline.lock import workdir_lock
 from gptjax.pipeline.prepare import Prepared, prepare
 from gptjax.pipeline.wait import wait_until
 from gptjax.pipeline.workdir import Workdir
@@ -264,6 +265,13 @@ def run_pipeline(config: ml_collections.ConfigDict, workdir: str | Path) -> dict
     """Run the stages the config names, in order; returns each stage's results."""
     config_lib.validate(config)
     wd = Workdir(workdir)
+    if jax.process_index() != 0:
+        return _run_stages(config, wd)
+    with workdir_lock(wd.lock_file):
+        return _run_stages(config, wd)
+
+
+def _run_stages(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
     stages = config_lib.stages_of(config)
     results: dict[str, Any] = {}
     if set(stages) & {"collect", "simulate", "baselines"}:

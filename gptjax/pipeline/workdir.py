@@ -2,6 +2,7 @@
 
 Everything below the pipeline receives resolved paths (or a `RunStore`) from here::
 
+    .lock                        held by the process writing the workdir (pipeline.lock)
     config.json                  the resolved config, written once preparation succeeded
     model/                       the base model (Orbax params + config.json)
     data/pools.json              the pools and test set as rendered (ids, texts, labels)
@@ -24,6 +25,10 @@ class Workdir:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         self.runs = RunStore(self.root / "runs")
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / ".lock"
 
     @property
     def config_file(self) -> Path:

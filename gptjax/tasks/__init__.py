@@ -9,17 +9,17 @@ See docs/tasks.md for the tasks, formats and data sources.
 from gptjax.tasks.base import FORMATS, Example, Record, Task
 from gptjax.tasks.demo import DemoWorld, make_world
 from gptjax.tasks.pools import ENCODER_TEXTS, Pools, build_pools
-from gptjax.tasks.registry import PAPER_TASKS, MixtureTask, get_task, known_tasks
+from gptjax.tasks.registry import MIXTURE, PAPER_TASKS, get_task, known_tasks
 from gptjax.tasks.text_metrics import bleu, rouge_l
 from gptjax.tasks.tokenize import TokenizedExamples, target_bucket, tokenize_examples
 
 __all__ = [
     "ENCODER_TEXTS",
+    "MIXTURE",
     "FORMATS",
     "PAPER_TASKS",
     "DemoWorld",
     "Example",
-    "MixtureTask",
     "Pools",
     "Record",
     "Task",

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from gptjax.tasks.base import FORMATS, Example, Record, Task
-from gptjax.tasks.registry import PAPER_TASKS, get_task, known_tasks
+from gptjax.tasks.registry import MIXTURE, PAPER_TASKS, get_task, known_tasks
 
 ENCODER_TEXTS = ("input_target", "input", "target", "raw")
 
@@ -208,8 +208,10 @@ def build_pools(
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
-    if task == "mixture":
+    if task == MIXTURE:
         names = tuple(tasks) if tasks else PAPER_TASKS
+        if MIXTURE in names:
+            raise ValueError("a mixture cannot contain 'mixture'")
         per_task = {n: task_kwargs.pop(n) for n in list(task_kwargs) if n in known_tasks()}
         if task_kwargs:
             raise TypeError(
@@ -237,8 +239,6 @@ def build_pools(
     unseen: list[_Item] = []
     test: list[_Item] = []
     for (name, t), (n_tr, n_un, n_te), splits in zip(components, sizes, split_args, strict=True):
-        if t.kind == "mixed":
-            raise ValueError("a mixture cannot contain 'mixture'")
         rows_tr, rows_un, rows_te = _select(
             t, (n_tr, n_un, n_te), seed, data_root, source, **splits
         )

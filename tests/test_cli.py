@@ -1,0 +1,90 @@
+"""The command line: a mistake ends with one ``error: ...`` line and exit status 2, before any
+file is written; a workdir has one writer at a time."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gptjax.pipeline.lock import workdir_lock
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = REPO / "tests" / "configs" / "tiny.py"
+
+
+def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "gptjax.main", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--config.collect.foo=1"], "unknown config key 'collect.foo'"),
+        (["--config.collect.warmup_steps=-5"], "collect.warmup_steps"),
+        (["--config.collect.b1=1.5"], "collect.b1"),
+        (["--config.collect.save_params=every:0"], "collect.save_params"),
+        (["--config.simulator.gptfluence.order=0"], "order must be in 1..10"),
+        (["--config.simulator.simfluence.epochs=-3"], "epochs must be > 0"),
+        (["--config.baselines.methods=tracin"], "baselines.methods"),
+    ],
+)
+def test_bad_override_is_one_line_and_exit_2(tmp_path, args, message):
+    out = run_cli(f"--config={TINY}", f"--workdir={tmp_path / 'wd'}", *args)
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr
+    assert out.stderr.startswith("error: ")
+    assert not (tmp_path / "wd").exists()  # refused before any file was written
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("def get_config(:\n", "SyntaxError"), ("x = 1\n", "get_config")],
+)
+def test_broken_config_file_is_one_line(tmp_path, text, message):
+    bad = tmp_path / "bad.py"
+    bad.write_text(text)
+    out = run_cli(f"--config={bad}", f"--workdir={tmp_path / 'wd'}")
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+    assert str(bad) in out.stderr
+
+
+def test_missing_config_flag(tmp_path):
+    out = run_cli(f"--workdir={tmp_path}")
+    assert out.returncode == 2 and "--config is required" in out.stderr
+
+
+def test_second_writer_is_refused_and_a_stale_lock_taken_over(tmp_path):
+    lock = tmp_path / ".lock"
+    with workdir_lock(lock):
+        owner = json.loads(lock.read_text())
+        assert owner == {"pid": os.getpid(), "host": socket.gethostname()}
+        with pytest.raises(ValueError, match=f"in use by process {os.getpid()}"):
+            with workdir_lock(lock):
+                pass
+    assert not lock.exists()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    lock.write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()}))
+    with workdir_lock(lock):  # its owner has exited: taken over
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+
+
+def test_cli_refuses_a_workdir_in_use(tmp_path):
+    (tmp_path / "wd").mkdir()
+    with workdir_lock(tmp_path / "wd" / ".lock"):
+        out = run_cli(f"--config={TINY}", f"--workdir={tmp_path / 'wd'}")
+    assert out.returncode == 2 and "in use by process" in out.stderr
+    assert sorted(p.name for p in (tmp_path / "wd").iterdir()) == []
