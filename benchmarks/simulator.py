@@ -11,8 +11,8 @@ the same CPU:
   epoch of a fit (the first includes compilation);
 * rollout_traj_per_s: (run, test example) trajectories of T steps simulated per second by
   ``FittedSimulator.rollout`` (table of pool factors + jitted scan), after warm-up;
-* naive_traj_per_s: the same with ``simulator.naive.naive_rollout``, which recomputes the
-  MLPs for every (transition, batch example), as the reference does (jitted per step,
+* naive_traj_per_s: the same with ``tests.reference.naive_simulator.naive_rollout``, which
+  recomputes the MLPs for every (transition, batch example), as the reference does (jitted per step,
   batched over test examples, measured on a few runs and extrapolated per trajectory).
 
 Last line: JSON {"rollout_traj_per_s", "naive_traj_per_s", "rollout_speedup", "epoch_s"}.

@@ -18,7 +18,8 @@ TOKENIZER_ENV = "GPTJAX_PYTHIA_TOKENIZER"
 
 
 def data_root(explicit: str | os.PathLike | None = None) -> Path:
-    """The folder holding sst2/, rte/, boolq/, webnlg/, wmt16_de_en/ (see shared/data/README.md)."""
+    """The folder holding sst2/, rte/, boolq/, webnlg/, wmt16_de_en/ (the README beside them says
+    where each came from)."""
     if explicit:
         return Path(explicit).expanduser()
     if os.environ.get(DATA_ROOT_ENV):

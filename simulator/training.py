@@ -366,8 +366,12 @@ def method_config(name: str, gptfluence: Any, simfluence: Any) -> tuple[str, Fit
         raise ValueError(f"unknown simulator {name!r}; known: {', '.join(METHODS)}")
     kind, overrides = METHODS[name]
     section = gptfluence if kind == "gptfluence" else simfluence
-    base = dataclasses.asdict(as_fit_config(section))
-    return kind, as_fit_config(base | overrides)
+    if dataclasses.is_dataclass(section):
+        section = dataclasses.asdict(section)
+    elif hasattr(section, "to_dict"):
+        section = section.to_dict()
+    # Overrides apply before sizes are resolved: a concat variant gets the concat sizes.
+    return kind, as_fit_config(dict(section) | overrides)
 
 
 def fit_or_restore(

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import gptjax.pipeline.prepare as prepare_module
+import gptjax.pipeline.preparation as prepare_module
 from gptjax import gptdynamics, paths, store
 from gptjax.collect.curricula import draw_curriculum
 from gptjax.pipeline import Workdir, collect_stage, prepare

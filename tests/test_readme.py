@@ -1,22 +1,48 @@
-"""README.md is assembled from docs/ (python docs/build_readme.py); it must be up to date."""
+"""README.md is short, opens with the two commands, and links every docs page; no relative
+link in README.md or docs/*.md is broken."""
 
-import importlib.util
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+
+# [text](target): the target up to a space, ")" or "#" (an anchor is not a file).
+LINK = re.compile(r"\]\(([^)\s#]*)(#[^)\s]*)?\)")
 
 
-def test_readme_is_built_from_docs():
-    spec = importlib.util.spec_from_file_location("build_readme", ROOT / "docs" / "build_readme.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert (ROOT / "README.md").read_text() == module.build(), "run python docs/build_readme.py"
+def relative_links(path: Path) -> list[str]:
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)  # not inside code blocks
+    links = [m.group(1) for m in LINK.finditer(text)]
+    return [t for t in links if t and not re.match(r"[a-z][a-z0-9+.-]*:", t)]
 
 
 def test_readme_opens_with_the_two_commands():
-    text = (ROOT / "README.md").read_text()
+    text = README.read_text()
     blocks = text.split("```bash\n")[1:3]
     assert "python -m gptjax.main --config configs/demo.py" in blocks[0]
     assert "python -m pytest" in blocks[1]
     test_command = blocks[1].split("```")[0].strip()
     assert test_command in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def test_readme_is_short():
+    lines = len(README.read_text().splitlines())
+    assert lines < 250, f"README.md has {lines} lines; move detail into docs/"
+
+
+def test_every_docs_page_is_linked_from_the_readme():
+    assert DOCS, "docs/ has no pages"
+    linked = set(relative_links(README))
+    missing = [p.name for p in DOCS if f"docs/{p.name}" not in linked]
+    assert not missing, f"README.md does not link {missing}"
+
+
+def test_relative_links_point_at_existing_files():
+    broken = []
+    for page in [README, *DOCS]:
+        for target in relative_links(page):
+            if not (page.parent / target).exists():
+                broken.append(f"{page.relative_to(ROOT)} -> {target}")
+    assert not broken, "broken links: " + ", ".join(broken)

@@ -2,7 +2,7 @@
 preparation, the stages and the report. ``python -m gptjax.main`` runs `run_pipeline`."""
 
 from gptjax.pipeline.config import base_config, validate
-from gptjax.pipeline.prepare import Prepared, prepare
+from gptjax.pipeline.preparation import Prepared, prepare
 from gptjax.pipeline.stages import (
     baselines_stage,
     collect_stage,

@@ -31,7 +31,7 @@ from gptjax.evaluation import evaluate, mean_trajectory, not_applicable, persist
 from gptjax.pipeline import config as config_lib
 from gptjax.pipeline import report
 from gptjax.pipeline.lock import workdir_lock
-from gptjax.pipeline.prepare import Prepared, prepare
+from gptjax.pipeline.preparation import Prepared, prepare
 from gptjax.pipeline.wait import wait_until
 from gptjax.pipeline.workdir import Workdir
 from gptjax.store import Dynamics

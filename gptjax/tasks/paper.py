@@ -1,6 +1,6 @@
-"""The five tasks of the paper (SST-2, RTE, BoolQ, WebNLG, WMT16 de-en) and a user JSONL task.
+"""The five tasks of the paper: SST-2, RTE, BoolQ, WebNLG, WMT16 de-en (own data: jsonl.py).
 
-Local layout under the data root (see shared/data/README.md)::
+Local layout under the data root (``gptjax.paths.data_root``; docs/tasks.md lists the files)::
 
     sst2/train.tsv, sst2/dev.tsv                 GLUE-style TSV with header; label 1 = positive
     rte/train.jsonl, rte/val.jsonl               SuperGLUE JSONL {premise, hypothesis, label}
