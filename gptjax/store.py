@@ -145,14 +145,37 @@ class RunStore:
     def write_timing(self, run: int, timing: dict[str, Any]) -> None:
         atomic_write_json(self.timing_file(run), timing)
 
-    def read(self, run: int) -> RunRecord:
+    def read(self, run: int, expect: dict[str, Any] | None = None) -> RunRecord:
+        """Run ``run``; a damaged file, or one that holds another run (its meta records
+        ``run``) or differs from ``expect`` in a meta field, is a ValueError naming it."""
         path = self.run_file(run)
         if not path.is_file():
             raise FileNotFoundError(f"run {run} has not been collected: {path} does not exist")
-        return decode_run(path)
+        record = decode_run(path)
+        if record.meta.get("run", run) != run:
+            raise ValueError(f"{path}: holds run {record.meta['run']}, not run {run}")
+        for key, value in (expect or {}).items():
+            if record.meta.get(key) != value:
+                raise ValueError(
+                    f"{path}: {key} is {record.meta.get(key)!r}, expected {value!r} "
+                    "(a run collected with another config or data)"
+                )
+        return record
 
-    def load(self, num_runs: int | None = None) -> Dynamics:
-        """Stack runs 0..K-1 (all must be there; K defaults to every run on disk)."""
+    def verified(self, expect: dict[str, Any] | None = None) -> tuple[set[int], dict[int, str]]:
+        """(runs whose files read back whole and as expected, {run: why} for the others)."""
+        good, bad = set(), {}
+        for run in sorted(self.completed()):
+            try:
+                self.read(run, expect)
+                good.add(run)
+            except ValueError as err:
+                bad[run] = str(err)
+        return good, bad
+
+    def load(self, num_runs: int | None = None, expect: dict[str, Any] | None = None) -> Dynamics:
+        """Stack runs 0..K-1 (all must be there; K defaults to every run on disk), each
+        checked as `read` checks it."""
         done = self.completed()
         if num_runs is None:
             num_runs = max(done) + 1 if done else 0
@@ -162,4 +185,4 @@ class RunStore:
                 f"{self.root}: runs {missing[:10] or 'all'} are missing; "
                 "run the collect stage first"
             )
-        return stack_runs([self.read(k) for k in range(num_runs)])
+        return stack_runs([self.read(k, expect) for k in range(num_runs)])

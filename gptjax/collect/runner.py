@@ -168,7 +168,14 @@ def collect(
     mesh = Mesh(np.array(devices), ("runs",))
     group_size = spec.runs_per_device * len(devices)
     groups = owned_groups(spec.num_runs, group_size, jax.process_index(), jax.process_count())
-    done = runs_store.completed()
+    # A run file that does not read back whole, or holds another run or another config's
+    # run, is collected again (the group is recomputed; its good runs are not rewritten).
+    done, damaged = runs_store.verified(
+        {"config_fingerprint": (meta or {}).get("config_fingerprint")}
+    )
+    for run, why in damaged.items():
+        if any(run in g for g in groups):
+            tqdm.write(f"run {run}: {why}; collecting it again")
     todo = [g for g in groups if not set(g) <= done]
     if not todo:
         return []

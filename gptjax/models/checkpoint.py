@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from gptjax.io import atomic_write_json, read_json
 from gptjax.models.config import ModelConfig
 from gptjax.models.transformer import Transformer, abstract_model
 
@@ -30,9 +30,7 @@ def save_model(model: Transformer, directory: str | os.PathLike) -> Path:
     state = jax.device_get(nnx.state(model, nnx.Param))  # host arrays: any process may save
     with ocp.StandardCheckpointer(multiprocessing_options=this_process_only()) as ckptr:
         ckptr.save(directory / "params", state, force=True)
-    tmp = directory / "config.json.tmp"
-    tmp.write_text(json.dumps(model.config.to_dict(), indent=2))
-    os.replace(tmp, directory / "config.json")
+    atomic_write_json(directory / "config.json", model.config.to_dict())
     return directory
 
 
@@ -41,7 +39,7 @@ def restore_model(directory: str | os.PathLike) -> Transformer:
     config_file = directory / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"no config.json in {directory} (expected a gptjax model dir)")
-    cfg = ModelConfig.from_dict(json.loads(config_file.read_text()))
+    cfg = ModelConfig.from_dict(read_json(config_file))
     graphdef, abstract_state = nnx.split(abstract_model(cfg))
     with ocp.StandardCheckpointer(multiprocessing_options=this_process_only()) as ckptr:
         state = ckptr.restore(directory / "params", abstract_state)

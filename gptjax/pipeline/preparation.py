@@ -6,6 +6,7 @@ from the saved copy so every process and every resumed invocation starts from th
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 import jax
@@ -37,6 +38,9 @@ class Prepared:
     pool_tokens: TokenizedExamples  # training pool then unseen pool (index = pool id)
     test_tokens: TokenizedExamples
     model: Transformer
+    # What the runs depend on (the collection config and the pools' contents); recorded in
+    # every run's meta and checked when runs are read.
+    fingerprint: str = ""
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -49,6 +53,11 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _collection_settings(config: dict) -> dict[str, Any]:
+    flat = _flat({k: config.get(k) for k in _COLLECTION_KEYS})
+    return {k: v for k, v in flat.items() if k not in _NOT_AFFECTING_RUNS}
+
+
 def check_workdir_config(config: ml_collections.ConfigDict, workdir: Workdir) -> None:
     """Refuse to mix runs of different configs in one workdir."""
     path = workdir.config_file
@@ -56,11 +65,8 @@ def check_workdir_config(config: ml_collections.ConfigDict, workdir: Workdir) ->
         return
     saved = io.read_json(path)
     current = config.to_dict()
-    a = _flat({k: saved.get(k) for k in _COLLECTION_KEYS})
-    b = _flat({k: current.get(k) for k in _COLLECTION_KEYS})
-    differ = sorted(
-        k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in _NOT_AFFECTING_RUNS
-    )
+    a, b = _collection_settings(saved), _collection_settings(current)
+    differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     if differ:
         raise ValueError(
             f"workdir {workdir.root} holds runs collected with another config (differs at "
@@ -158,6 +164,8 @@ def prepare(config: ml_collections.ConfigDict, workdir: Workdir) -> Prepared:
     config_lib.validate(config)
     check_workdir_config(config, workdir)
     pools = _build_pools(config)
+    pools_record = _pools_record(pools)
+    _check_same_data(workdir, pools_record, config.data.data_root)
     model, tokenizer = load_base_model(config, pools)
     primary = jax.process_index() == 0  # with several processes, one writes shared files
     model_done = workdir.model_dir / "config.json"  # written last by save_model
@@ -176,27 +184,51 @@ def prepare(config: ml_collections.ConfigDict, workdir: Workdir) -> Prepared:
         pool_tokens=tokenize_examples(pools.pool, tokenizer, max_len=max_len),
         test_tokens=tokenize_examples(pools.test, tokenizer, max_len=max_len),
         model=model,
+        fingerprint=io.fingerprint(
+            np.frombuffer(
+                json.dumps(
+                    [_collection_settings(config.to_dict()), pools_record], sort_keys=True
+                ).encode(),
+                np.uint8,
+            )
+        ),
     )
     if primary:
         io.atomic_write_json(workdir.config_file, config.to_dict())
-        _write_pools(workdir, pools)
+        _write_pools(workdir, pools, pools_record)
     return prep
 
 
-def _write_pools(workdir: Workdir, pools: Pools) -> None:
+def _pools_record(pools: Pools) -> dict[str, Any]:
+    """The pools as ``data/pools.json`` holds them (JSON types)."""
+
     def rows(examples):
         return [dataclasses.asdict(e) for e in examples]
 
-    io.atomic_write_json(
-        workdir.pools_file,
-        {
-            "train": rows(pools.train),
-            "unseen": rows(pools.unseen),
-            "test": rows(pools.test),
-            "flipped": np.asarray(pools.flipped).astype(bool).tolist(),
-            "task_of_train": list(pools.task_of_train),
-            "task_of_test": list(pools.task_of_test),
-        },
-    )
+    record = {
+        "train": rows(pools.train),
+        "unseen": rows(pools.unseen),
+        "test": rows(pools.test),
+        "flipped": np.asarray(pools.flipped).astype(bool).tolist(),
+        "task_of_train": list(pools.task_of_train),
+        "task_of_test": list(pools.task_of_test),
+    }
+    return json.loads(json.dumps(io.json_safe(record)))
+
+
+def _check_same_data(workdir: Workdir, record: dict[str, Any], data_root: str) -> None:
+    """Refuse data that differs from what the workdir's runs were collected on (another
+    data root, edited files): the pools are the data's identity."""
+    path = workdir.pools_file
+    if path.is_file() and io.read_json(path) != record:
+        raise ValueError(
+            f"the data differs from what workdir {workdir.root} was collected on ({path} "
+            f"holds other examples or labels; data root now {paths.data_root(data_root or None)}); "
+            "use a new --workdir or point GPTJAX_DATA_ROOT / data.data_root back at the original"
+        )
+
+
+def _write_pools(workdir: Workdir, pools: Pools, record: dict[str, Any]) -> None:
+    io.atomic_write_json(workdir.pools_file, record)
     if pools.relatedness is not None:
         io.atomic_save_npy(workdir.relatedness_file, np.asarray(pools.relatedness, np.float32))

@@ -86,7 +86,11 @@ def collect_stage(config: ml_collections.ConfigDict, workdir: Workdir, prep: Pre
         unseen_size=len(prep.pools.unseen),
         extra_eval=extra_eval,
         extra_eval_every=max(c.generation_every, 1),
-        meta={"task": config.data.task, "model": prep.model.config.to_dict()},
+        meta={
+            "task": config.data.task,
+            "model": prep.model.config.to_dict(),
+            "config_fingerprint": prep.fingerprint,
+        },
         progress=c.progress,
     )
 
@@ -121,7 +125,9 @@ def simulate_stage(
     """Fit every configured simulator per metric (or restore it), score it on the held-out
     test runs beside persistence and the mean trajectory; write tables and plots."""
     sc = config.simulator
-    dyn = workdir.runs.load(config.collect.num_runs)
+    dyn = workdir.runs.load(
+        config.collect.num_runs, expect={"config_fingerprint": prep.fingerprint}
+    )
     split = run_split(config, dyn)
     features = {
         side: cached_features(
@@ -182,7 +188,9 @@ def baselines_stage(
     """TracIn-CP / Grad-Dot (loss only; not applicable to other metrics), persistence and the
     mean trajectory, scored on the held-out test runs by the same harness as the simulators."""
     bc = config.baselines
-    dyn = workdir.runs.load(config.collect.num_runs)
+    dyn = workdir.runs.load(
+        config.collect.num_runs, expect={"config_fingerprint": prep.fingerprint}
+    )
     split = run_split(config, dyn)
     methods = config_lib.names_in(bc.methods)
     grad_methods = [m for m in methods if m in GRADIENT_METHODS]

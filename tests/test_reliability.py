@@ -1,0 +1,107 @@
+"""A workdir never gives a wrong answer: damaged, foreign or stray run files are detected and
+collected again; data that differs from what the runs were collected on is refused; a
+garbled JSON file is named."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import shutil
+from pathlib import Path
+
+import pytest
+
+from gptjax import paths
+from gptjax.pipeline import Workdir, collect_stage, prepare
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = REPO / "tests" / "configs" / "tiny.py"
+
+if not paths.pythia_tokenizer().is_file():
+    pytest.skip("the Pythia tokenizer is not installed", allow_module_level=True)
+
+
+def collect(workdir: Path) -> Workdir:
+    cfg = runpy.run_path(str(TINY))["get_config"]()
+    wd = Workdir(workdir)
+    collect_stage(cfg, wd, prepare(cfg, wd))
+    return wd
+
+
+def run_bytes(workdir: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((workdir / "runs").glob("run_*.npz"))}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("reference")
+    collect(workdir)
+    return workdir
+
+
+@pytest.fixture
+def copy(reference, tmp_path) -> Path:
+    shutil.copytree(reference, tmp_path / "wd")
+    return tmp_path / "wd"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "other_run", "garble"])
+def test_damaged_or_foreign_run_file_is_collected_again(reference, copy, damage, capsys):
+    target = copy / "runs" / "run_00003.npz"
+    if damage == "truncate":
+        target.write_bytes(target.read_bytes()[:200])
+    elif damage == "other_run":
+        shutil.copy(copy / "runs" / "run_00001.npz", target)
+    else:
+        data = bytearray(target.read_bytes())
+        data[len(data) // 2 : len(data) // 2 + 64] = b"\x00" * 64
+        target.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="run_00003.npz"):
+        Workdir(copy).runs.read(3)  # named, never silently used
+    untouched = (copy / "runs" / "run_00002.npz").stat().st_mtime_ns
+    collect(copy)
+    said = capsys.readouterr()
+    assert "run 3:" in said.out + said.err and "collecting it again" in said.out + said.err
+    assert run_bytes(copy) == run_bytes(reference)
+    assert (copy / "runs" / "run_00002.npz").stat().st_mtime_ns == untouched
+
+
+def test_run_of_another_config_is_refused_by_the_reader(copy):
+    runs = Workdir(copy).runs
+    expect = {"config_fingerprint": runs.read(0).meta["config_fingerprint"]}
+    with pytest.raises(ValueError, match="another config"):
+        runs.read(0, {"config_fingerprint": "0" * 16})
+    assert runs.read(0, expect).meta["run"] == 0
+
+
+def test_stray_run_files_are_ignored(reference, copy):
+    shutil.copy(copy / "runs" / "run_00003.npz", copy / "runs" / "run_00003_backup.npz")
+    (copy / "runs" / "run_extra.npz").write_bytes(b"junk")
+    (copy / "runs" / "run_00003.npz").unlink()
+    assert Workdir(copy).runs.completed() == {0, 1, 2, 4, 5}
+    collect(copy)
+    assert run_bytes(copy) == run_bytes(reference) | {
+        "run_00003_backup.npz": run_bytes(reference)["run_00003.npz"],
+        "run_extra.npz": b"junk",
+    }
+
+
+def test_other_data_is_refused_and_nothing_overwritten(copy):
+    pools_file = copy / "data" / "pools.json"
+    pools = json.loads(pools_file.read_text())
+    pools["train"][0]["label"] = 1 - (pools["train"][0]["label"] or 0)  # as if relabelled
+    pools_file.write_text(json.dumps(pools))
+    before = pools_file.read_bytes()
+    with pytest.raises(ValueError, match="data differs"):
+        collect(copy)
+    assert pools_file.read_bytes() == before
+
+
+def test_garbled_json_is_named(copy):
+    (copy / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="config.json: not a readable JSON file"):
+        collect(copy)
+    (copy / "config.json").unlink()
+    (copy / "model" / "config.json").write_text("")
+    with pytest.raises(ValueError, match="model/config.json: not a readable JSON file"):
+        collect(copy)
