@@ -85,3 +85,25 @@ def fingerprint(*arrays: Any) -> str:
         h.update(str((a.shape, a.dtype.str)).encode())
         h.update(a.tobytes())
     return h.hexdigest()[:16]
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def tree_digest(path: str | os.PathLike, exclude: tuple[str, ...] = ()) -> str:
+    """sha256 over every file below ``path`` (relative names and bytes; top-level names in
+    ``exclude`` left out), for folders written by other libraries (Orbax checkpoints) that
+    carry no checksum of their own."""
+    root = Path(path)
+    h = hashlib.sha256()
+    files = (p for p in root.rglob("*") if p.is_file())
+    for file in sorted(f for f in files if f.relative_to(root).parts[0] not in exclude):
+        h.update(str(file.relative_to(root)).encode() + b"\0")
+        h.update(file_digest(file).encode())
+    return h.hexdigest()

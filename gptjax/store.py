@@ -8,6 +8,9 @@ A `RunStore` is a folder (the pipeline puts it at ``<workdir>/runs``) that holds
                             a temporary file and renamed, so a reader sees a whole run or none.
     run_00003.timing.json   wall time and throughput (kept apart: not deterministic)
     checkpoints/run_00003/  Orbax checkpoints of the run's parameters (for TracIn)
+    checkpoints/run_00003.sha256.json   a digest of each saved step's folder, written once
+                            the checkpoints are complete; a run whose checkpoints are
+                            missing or differ from it is damaged
 
 `RunStore.load` stacks runs into a `Dynamics`, the input of every simulator and baseline:
 curricula [K, T, B], metrics {name: [K, T+1, N]}, lr [K, T], valid [K].
@@ -25,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from gptjax.io import atomic_write_bytes, atomic_write_json
+from gptjax.io import atomic_write_bytes, atomic_write_json, read_json, tree_digest
 
 _RUN_FILE = re.compile(r"run_(\d{5})\.npz")
 
@@ -130,6 +133,34 @@ class RunStore:
     def checkpoint_dir(self, run: int) -> Path:
         return self.root / "checkpoints" / f"run_{run:05d}"
 
+    def checkpoint_digest_file(self, run: int) -> Path:
+        return self.root / "checkpoints" / f"run_{run:05d}.sha256.json"
+
+    def record_checkpoints(self, run: int, steps: list[int]) -> None:
+        """Write the digest of each saved step's folder (call once they are complete)."""
+        folder = self.checkpoint_dir(run)
+        digests = {str(s): tree_digest(folder / str(s)) for s in steps}
+        atomic_write_json(self.checkpoint_digest_file(run), digests)
+
+    def checkpoint_problem(self, run: int, steps: list[int]) -> str | None:
+        """Why the checkpoints of ``steps`` of ``run`` cannot be trusted, or None."""
+        if not steps:
+            return None
+        folder, digest_file = self.checkpoint_dir(run), self.checkpoint_digest_file(run)
+        missing = [s for s in steps if not (folder / str(s)).is_dir()]
+        if missing:
+            return f"{folder}: the checkpoints of steps {missing[:5]} are missing"
+        if not digest_file.is_file():
+            return f"{digest_file} is missing (checkpoints of run {run} unverifiable)"
+        try:
+            recorded = read_json(digest_file)
+        except ValueError as err:
+            return str(err)
+        for s in steps:
+            if recorded.get(str(s)) != tree_digest(folder / str(s)):
+                return f"{folder / str(s)}: the checkpoint differs from when it was written"
+        return None
+
     def completed(self) -> set[int]:
         """Indices of the runs on disk (files named exactly run_NNNNN.npz)."""
         if not self.root.is_dir():
@@ -163,14 +194,20 @@ class RunStore:
         return record
 
     def verified(self, expect: dict[str, Any] | None = None) -> tuple[set[int], dict[int, str]]:
-        """(runs whose files read back whole and as expected, {run: why} for the others)."""
+        """(runs whose files, and parameter checkpoints, read back whole and as expected;
+        {run: why} for the others)."""
         good, bad = set(), {}
         for run in sorted(self.completed()):
             try:
-                self.read(run, expect)
-                good.add(run)
+                record = self.read(run, expect)
             except ValueError as err:
                 bad[run] = str(err)
+                continue
+            problem = self.checkpoint_problem(run, list(record.meta.get("saved_steps", [])))
+            if problem:
+                bad[run] = problem
+            else:
+                good.add(run)
         return good, bad
 
     def load(self, num_runs: int | None = None, expect: dict[str, Any] | None = None) -> Dynamics:

@@ -24,7 +24,7 @@ import numpy as np
 import tokenizers
 from flax import nnx
 
-from gptjax.io import atomic_save_npy
+from gptjax.io import atomic_save_npy, atomic_write_text, file_digest
 from gptjax.models.bert import POOLINGS, load_bert, masked_mean
 
 
@@ -128,7 +128,9 @@ def cache_path(cache_file: str | os.PathLike, key: str) -> Path:
 
 def cached_features(cache_file: str | os.PathLike, texts: Sequence[str], **kw) -> np.ndarray:
     """``encode_texts(texts, **kw)`` computed once: stored as ``<cache_file>.<hash>.npy`` where
-    the hash covers the texts, the settings and the encoder's identity."""
+    the hash covers the texts, the settings and the encoder's identity, with the file's sha256
+    beside it (``.npy.sha256``). A cache that is damaged (digest, shape or non-finite values)
+    is said so and computed again."""
     settings = {
         "pooling": kw.get("pooling", "mean"),
         "max_len": kw.get("max_len", 128),
@@ -136,11 +138,28 @@ def cached_features(cache_file: str | os.PathLike, texts: Sequence[str], **kw) -
         "model": _model_identity(kw.get("path")),
     }
     target = cache_path(cache_file, features_key(texts, **settings))
+    digest_file = target.with_name(target.name + ".sha256")
     if target.exists():
-        return np.load(target)
+        problem = _cache_problem(target, digest_file, len(texts))
+        if problem is None:
+            return np.load(target)
+        print(f"feature cache {target}: {problem}; computing it again", flush=True)
     feats = encode_texts(texts, **kw)
     atomic_save_npy(target, feats)
+    atomic_write_text(digest_file, file_digest(target) + "\n")
     return feats
+
+
+def _cache_problem(target: Path, digest_file: Path, rows: int) -> str | None:
+    if not digest_file.is_file() or digest_file.read_text().strip() != file_digest(target):
+        return "its checksum does not match"
+    try:
+        feats = np.load(target)
+    except (OSError, ValueError) as err:
+        return f"unreadable ({err})"
+    if feats.ndim != 2 or feats.shape[0] != rows or not np.isfinite(feats).all():
+        return f"shape {feats.shape} or values are not features of {rows} texts"
+    return None
 
 
 def pool_hidden_states(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import shutil
 import time
 from functools import partial
 from pathlib import Path
@@ -32,7 +33,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from gptjax.io import atomic_write_json, fingerprint, read_json
+from gptjax.io import atomic_write_json, fingerprint, read_json, tree_digest
 
 from . import rollout as rl
 from .fitted import FitConfig, FittedSimulator, _rollout_params, as_fit_config, make_simulator
@@ -406,8 +407,14 @@ def fit_or_restore(
         ),
     }
     key_file = model_dir / "fit_key.json"
-    if FittedSimulator.exists(model_dir) and key_file.is_file() and read_json(key_file) == key:
-        return FittedSimulator.restore(model_dir)
+    if FittedSimulator.exists(model_dir) and key_file.is_file():
+        saved = read_json(key_file)
+        if saved.get("key") == key:
+            if saved.get("digest") == tree_digest(model_dir, exclude=("fit_key.json",)):
+                return FittedSimulator.restore(model_dir)
+            print(
+                f"simulator {model_dir}: its files differ from when it was fitted; fitting it again"
+            )
     fitted = fit(
         kind,
         curricula,
@@ -421,6 +428,8 @@ def fit_or_restore(
         lr=lr_used,
         verbose=verbose,
     )
+    shutil.rmtree(model_dir, ignore_errors=True)  # nothing of a damaged or older fit remains
     fitted.save(model_dir)
-    atomic_write_json(key_file, key, indent=1)
+    digest = tree_digest(model_dir, exclude=("fit_key.json",))
+    atomic_write_json(key_file, {"key": key, "digest": digest}, indent=1)
     return fitted

@@ -105,3 +105,36 @@ def test_garbled_json_is_named(copy):
     (copy / "model" / "config.json").write_text("")
     with pytest.raises(ValueError, match="model/config.json: not a readable JSON file"):
         collect(copy)
+
+
+@pytest.mark.parametrize("damage", ["delete", "garble", "digest_lost"])
+def test_damaged_checkpoints_are_named_and_collected_again(reference, copy, damage):
+    import jax
+    import numpy as np
+
+    from gptjax.collect.checkpoints import params_reader
+    from gptjax.models.checkpoint import restore_model
+
+    runs = Workdir(copy).runs
+    folder = runs.checkpoint_dir(4)
+    if damage == "delete":
+        shutil.rmtree(folder)
+    elif damage == "garble":
+        blob = max(
+            (p for p in (folder / "4").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size
+        )
+        data = bytearray(blob.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        blob.write_bytes(bytes(data))
+    else:
+        runs.checkpoint_digest_file(4).unlink()
+    base = restore_model(copy / "model")
+    params_at, _ = params_reader(runs, base)
+    with pytest.raises(ValueError, match="run_00004"):  # never silently the base model
+        params_at(4, 4)
+    collect(copy)  # the same command recollects the run and its checkpoints
+    assert run_bytes(copy) == run_bytes(reference)
+    healed, _ = params_reader(runs, base)
+    want, _ = params_reader(Workdir(reference).runs, base)
+    for a, b in zip(jax.tree.leaves(healed(4, 4)), jax.tree.leaves(want(4, 4)), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

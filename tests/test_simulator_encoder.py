@@ -60,7 +60,7 @@ def test_parity_with_transformers_bert(minilm):
     np.testing.assert_allclose(np.linalg.norm(normed, axis=1), 1.0, rtol=1e-5)
 
 
-def test_features_are_cached_atomically(minilm, tmp_path, monkeypatch):
+def test_features_are_cached_atomically(minilm, tmp_path, monkeypatch, capsys):
     path, pair = minilm
     calls = []
     real = enc.encode_texts
@@ -78,8 +78,24 @@ def test_features_are_cached_atomically(minilm, tmp_path, monkeypatch):
     enc.cached_features(tmp_path / "features", TEXTS[:2], pooling="mean")  # other texts
     assert calls == [3, 3, 2]
     files = sorted(p.name for p in tmp_path.iterdir())
-    assert len(files) == 3 and all(f.startswith("features.") and f.endswith(".npy") for f in files)
+    caches = [f for f in files if f.endswith(".npy")]
+    assert len(caches) == 3 and all(f.startswith("features.") for f in caches)
+    assert sorted(f for f in files if f.endswith(".sha256")) == [f + ".sha256" for f in caches]
     assert not any(f.endswith(".tmp") for f in files)
+    # A damaged cache is said so and computed again.
+    target = tmp_path / caches[0]
+    data = bytearray(target.read_bytes())
+    data[-8:] = b"\xff" * 8  # garble the last value: still a loadable .npy
+    target.write_bytes(bytes(data))
+    capsys.readouterr()
+    n_calls = len(calls)
+    again = np.load(target)
+    assert not np.array_equal(again, first) or not np.isfinite(again).all()
+    enc.cached_features(tmp_path / "features", TEXTS[:3], pooling="mean")
+    enc.cached_features(tmp_path / "features", TEXTS[:3], pooling="cls")
+    enc.cached_features(tmp_path / "features", TEXTS[:2], pooling="mean")
+    assert len(calls) == n_calls + 1  # only the damaged one
+    assert "computing it again" in capsys.readouterr().out
     # A directory as the cache location works as well.
     (tmp_path / "d").mkdir()
     enc.cached_features(tmp_path / "d", TEXTS[:1])

@@ -92,6 +92,21 @@ def test_fit_once_then_restore(dyn, tmp_path, monkeypatch):
         SETTINGS["gptfluence"] = dataclasses.replace(SETTINGS["gptfluence"], lr=3e-3)
 
 
+def test_damaged_simulator_is_fitted_again(dyn, tmp_path, capsys):
+    _fit_all(dyn, tmp_path)
+    state = tmp_path / "loss" / "gptfluence" / "state"
+    blob = max((p for p in state.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    capsys.readouterr()
+    again = _fit_all(dyn, tmp_path)
+    said = capsys.readouterr().out
+    assert "loss/gptfluence: its files differ" in said and "fitting it again" in said
+    assert said.count("fitting it again") == 1  # the undamaged ones are restored
+    assert np.isfinite(again["loss"]["gptfluence"]["mse_mean"])
+
+
 def test_method_names_and_settings_checks():
     kind, cfg = method_config("gptfluence_concat", {"order": 2}, {})
     assert kind == "gptfluence" and cfg.variant == "concat" and cfg.order == 2

@@ -26,6 +26,7 @@ def params_reader(
     _, base_state = nnx.split(base_model)
 
     def saved_steps(run: int) -> list[int]:
+        saved_regex(run)  # verified first
         folder = runs_store.checkpoint_dir(run)
         if not folder.is_dir():
             return [0]
@@ -33,10 +34,17 @@ def params_reader(
             return sorted({0, *manager.all_steps()})
 
     @functools.cache
-    def saved_regex(run: int) -> str:  # read each run file once, not once per checkpoint
-        return runs_store.read(run).meta["spec"]["save_params_regex"]
+    def saved_regex(run: int) -> str:
+        """The run's parameter regex, after checking its checkpoints once (a missing or
+        damaged checkpoint is an error naming it, never silently the base model)."""
+        meta = runs_store.read(run).meta
+        problem = runs_store.checkpoint_problem(run, list(meta.get("saved_steps", [])))
+        if problem:
+            raise ValueError(f"{problem}; run the collect stage again to recollect run {run}")
+        return meta["spec"]["save_params_regex"]
 
     def params_at(run: int, step: int) -> Any:
+        regex = saved_regex(run)
         folder = runs_store.checkpoint_dir(run)
         if step == 0 and not (folder / "0").exists():
             return base_state
@@ -45,7 +53,6 @@ def params_reader(
                 f"run {run} has no saved parameters ({folder}); collect with "
                 "collect.save_params set (e.g. 'all' or 'evenly:10')"
             )
-        regex = saved_regex(run)
         target = filter_params(base_state, regex)
         with ocp.CheckpointManager(folder.resolve(), options=_read_options()) as manager:
             if step not in manager.all_steps():

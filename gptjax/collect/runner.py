@@ -110,9 +110,11 @@ class _CheckpointWriter:
 
     def __init__(self, runs_store: RunStore, runs: list[int], spec: CollectSpec):
         self.spec = spec
+        self.store = runs_store
         self.managers = {}
         for run in runs:
             folder = runs_store.checkpoint_dir(run)
+            runs_store.checkpoint_digest_file(run).unlink(missing_ok=True)
             shutil.rmtree(folder, ignore_errors=True)  # left by an interrupted attempt
             folder.mkdir(parents=True)  # Orbax cannot create it with active_processes set
             self.managers[run] = ocp.CheckpointManager(
@@ -131,9 +133,11 @@ class _CheckpointWriter:
             self.managers[run].save(step, args=ocp.args.StandardSave(one))
 
     def close(self) -> None:
-        for manager in self.managers.values():
+        """Finish writing, then record each run's checkpoint digests."""
+        for run, manager in self.managers.items():
             manager.wait_until_finished()
             manager.close()
+            self.store.record_checkpoints(run, list(self.spec.save_steps))
 
 
 def collect(
