@@ -408,7 +408,10 @@ def fit_or_restore(
     }
     key_file = model_dir / "fit_key.json"
     if FittedSimulator.exists(model_dir) and key_file.is_file():
-        saved = read_json(key_file)
+        try:
+            saved = read_json(key_file)
+        except ValueError:
+            saved = {"key": key}  # the record itself is damaged: its digest will not match
         if saved.get("key") == key:
             if saved.get("digest") == tree_digest(model_dir, exclude=("fit_key.json",)):
                 return FittedSimulator.restore(model_dir)

@@ -88,3 +88,25 @@ def test_cli_refuses_a_workdir_in_use(tmp_path):
         out = run_cli(f"--config={TINY}", f"--workdir={tmp_path / 'wd'}")
     assert out.returncode == 2 and "in use by process" in out.stderr
     assert sorted(p.name for p in (tmp_path / "wd").iterdir()) == []
+
+
+def test_glob_characters_in_the_workdir_path_are_refused(tmp_path):
+    out = run_cli(f"--config={TINY}", f"--workdir={tmp_path / 'w[x]'}")
+    assert out.returncode == 2 and "without [ ] * ?" in out.stderr
+    assert not (tmp_path / "w[x]").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--config.data.task=sst3"],  # unknown task
+        ["--config.data.task_kwargs.n_wrds=5"],  # a task_kwargs typo
+        ["--config.data.task=jsonl", "--config.data.source=/nonexistent/data.jsonl"],
+    ],
+)
+def test_failed_preparation_leaves_the_workdir_usable(tmp_path, args):
+    wd = tmp_path / "wd"
+    out = run_cli(f"--config={TINY}", f"--workdir={wd}", *args)
+    assert out.returncode == 2 and out.stderr.startswith("error: "), out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (wd / "config.json").exists()  # nothing that would refuse the fixed command

@@ -45,19 +45,25 @@ def copy(reference, tmp_path) -> Path:
     return tmp_path / "wd"
 
 
-@pytest.mark.parametrize("damage", ["truncate", "other_run", "garble"])
+@pytest.mark.parametrize("damage", ["truncate", "other_run", "other_config", "garble"])
 def test_damaged_or_foreign_run_file_is_collected_again(reference, copy, damage, capsys):
     target = copy / "runs" / "run_00003.npz"
     if damage == "truncate":
         target.write_bytes(target.read_bytes()[:200])
     elif damage == "other_run":
         shutil.copy(copy / "runs" / "run_00001.npz", target)
+    elif damage == "other_config":  # as if copied from a workdir of another config
+        runs = Workdir(copy).runs
+        record = runs.read(3)
+        record.meta["config_fingerprint"] = "0123456789abcdef"
+        runs.write(3, record)
     else:
         data = bytearray(target.read_bytes())
         data[len(data) // 2 : len(data) // 2 + 64] = b"\x00" * 64
         target.write_bytes(bytes(data))
+    expect = {"config_fingerprint": Workdir(reference).runs.read(3).meta["config_fingerprint"]}
     with pytest.raises(ValueError, match="run_00003.npz"):
-        Workdir(copy).runs.read(3)  # named, never silently used
+        Workdir(copy).runs.read(3, expect)  # named, never silently used
     untouched = (copy / "runs" / "run_00002.npz").stat().st_mtime_ns
     collect(copy)
     said = capsys.readouterr()

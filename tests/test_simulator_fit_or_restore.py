@@ -92,13 +92,18 @@ def test_fit_once_then_restore(dyn, tmp_path, monkeypatch):
         SETTINGS["gptfluence"] = dataclasses.replace(SETTINGS["gptfluence"], lr=3e-3)
 
 
-def test_damaged_simulator_is_fitted_again(dyn, tmp_path, capsys):
+@pytest.mark.parametrize("damaged", ["state", "meta.json", "fit_key.json"])
+def test_damaged_simulator_is_fitted_again(dyn, tmp_path, capsys, damaged):
     _fit_all(dyn, tmp_path)
-    state = tmp_path / "loss" / "gptfluence" / "state"
-    blob = max((p for p in state.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
-    data = bytearray(blob.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    blob.write_bytes(bytes(data))
+    folder = tmp_path / "loss" / "gptfluence"
+    if damaged == "state":
+        files = [p for p in (folder / "state").rglob("*") if p.is_file()]
+        blob = max(files, key=lambda p: p.stat().st_size)
+        data = bytearray(blob.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        blob.write_bytes(bytes(data))
+    else:
+        (folder / damaged).write_text("{garbled")
     capsys.readouterr()
     again = _fit_all(dyn, tmp_path)
     said = capsys.readouterr().out

@@ -21,9 +21,20 @@ from pathlib import Path
 from gptjax.store import RunStore
 
 
+# Orbax merges per-process checkpoint files by glob pattern: under a path with a glob
+# character it writes a checkpoint without its manifest, which can never be read back.
+_GLOB_CHARACTERS = "[]*?"
+
+
 class Workdir:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+        bad = sorted({c for c in str(self.root.absolute()) if c in _GLOB_CHARACTERS})
+        if bad:
+            raise ValueError(
+                f"workdir {self.root}: its path contains {' '.join(bad)}, under which Orbax "
+                "writes checkpoints it cannot read back; choose a path without [ ] * ?"
+            )
         self.runs = RunStore(self.root / "runs")
 
     @property
