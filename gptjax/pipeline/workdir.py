@@ -20,7 +20,6 @@ from pathlib import Path
 
 from gptjax.store import RunStore
 
-
 # Orbax merges per-process checkpoint files by glob pattern: under a path with a glob
 # character it writes a checkpoint without its manifest, which can never be read back.
 _GLOB_CHARACTERS = "[]*?"
