@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from baselines.grads import GradConfig, GradientEngine, as_batch
 from baselines.tracin import ScoresAt, simulate_runs
@@ -41,6 +42,7 @@ def predict_gradient_methods(
     grad_config: GradConfig,
     num_checkpoints: int = 10,
     start: int = 1,
+    progress: bool = False,
 ) -> dict[str, tuple[np.ndarray, float]]:
     """{method: (predicted loss [R, T+1, N], seconds)} for ``runs``.
 
@@ -59,6 +61,7 @@ def predict_gradient_methods(
     engines: dict[str, GradientEngine] = {}
     scorers: dict[str, dict[int, ScoresAt]] = {}
     out: dict[str, tuple[np.ndarray, float]] = {}
+    bar = tqdm(total=len(methods) * len(runs), desc="baselines", unit="run", disable=not progress)
     for method in methods:
         mode, layers = GRADIENT_METHODS[method]
         if layers not in engines:
@@ -66,21 +69,28 @@ def predict_gradient_methods(
                 graphdef, like, dataclasses.replace(grad_config, layers=layers)
             )
             scorers[layers] = {}
+        bar.set_postfix(method=method)
         t0 = time.perf_counter()
-        pred = simulate_runs(
-            engines[layers],
-            runs,
-            params_at=params_at,
-            saved_steps=saved_steps,
-            curricula=np.asarray(curricula),
-            lr=np.asarray(lr, np.float64),
-            y=np.asarray(y),
-            train_tokens=train_tokens,
-            test_tokens=test_tokens,
-            mode=mode,
-            k=int(num_checkpoints),
-            start=start,
-            scorers=scorers[layers],
-        )
-        out[method] = (pred, time.perf_counter() - t0)
+        preds = []
+        for run in runs:  # one at a time for the progress bar; gradients shared via scorers
+            preds.append(
+                simulate_runs(
+                    engines[layers],
+                    [run],
+                    params_at=params_at,
+                    saved_steps=saved_steps,
+                    curricula=np.asarray(curricula),
+                    lr=np.asarray(lr, np.float64),
+                    y=np.asarray(y),
+                    train_tokens=train_tokens,
+                    test_tokens=test_tokens,
+                    mode=mode,
+                    k=int(num_checkpoints),
+                    start=start,
+                    scorers=scorers[layers],
+                )[0]
+            )
+            bar.update(1)
+        out[method] = (np.stack(preds), time.perf_counter() - t0)
+    bar.close()
     return out

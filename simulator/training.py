@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from tqdm.auto import tqdm
 
 from gptjax.io import atomic_write_json, fingerprint, read_json, tree_digest
 
@@ -179,6 +180,7 @@ def fit(
     lr: np.ndarray | None = None,
     save_dir: str | Path | None = None,
     verbose: bool = False,
+    progress: bool = False,
 ) -> FittedSimulator:
     """Fit ``model_kind`` ("gptfluence" | "simfluence") on ``train_runs``, early-stopped on the
     autoregressive all-steps MSE of ``val_runs`` (falls back to the training runs if empty).
@@ -303,6 +305,7 @@ def fit(
     rng = np.random.default_rng(cfg.seed)
     best, best_val, best_epoch, bad = _host_copy(params), val_mse(params), 0, 0
     history = [{"epoch": 0, "train_loss": None, "val_mse": best_val}]
+    bar = tqdm(total=epochs, desc=f"fit {model_kind}", unit="epoch", disable=not progress)
     for ep in range(1, epochs + 1):
         t_start = time.perf_counter()
         sel = rng.permutation(len(grid))[: n_batches * mb]
@@ -328,8 +331,11 @@ def fit(
             best, best_val, best_epoch, bad = _host_copy(params), v, ep, 0
         else:
             bad += 1
-            if bad >= cfg.patience:
-                break
+        bar.update(1)
+        bar.set_postfix(val_mse=f"{v:.3e}", best=f"{best_val:.3e}@{best_epoch}")
+        if bad >= cfg.patience:
+            break
+    bar.close()
     history.append({"best_epoch": best_epoch, "best_val_mse": best_val})
     fitted = FittedSimulator(
         model_kind,
@@ -388,6 +394,7 @@ def fit_or_restore(
     valid: np.ndarray | None = None,
     lr: np.ndarray | None = None,
     verbose: bool = False,
+    progress: bool = False,
 ) -> FittedSimulator:
     """The simulator saved in ``model_dir`` if it was fitted with the same settings on the same
     data (recorded in ``model_dir/fit_key.json``); otherwise fit it and save it there."""
@@ -430,6 +437,7 @@ def fit_or_restore(
         valid=valid,
         lr=lr_used,
         verbose=verbose,
+        progress=progress,
     )
     shutil.rmtree(model_dir, ignore_errors=True)  # nothing of a damaged or older fit remains
     fitted.save(model_dir)

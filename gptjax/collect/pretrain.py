@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from tqdm.auto import tqdm
 
 from gptjax.collect.train_step import make_optimizer, make_update
 from gptjax.models.transformer import Transformer
@@ -28,6 +29,7 @@ def pretrain_base(
     batch_size: int,
     learning_rate: float,
     seed: int,
+    progress: bool = True,
 ) -> tuple[Transformer, float]:
     """Train `steps` AdamW steps on random batches of `tokens`; returns (model, last loss)."""
     graphdef, params = nnx.split(model)
@@ -47,7 +49,7 @@ def pretrain_base(
     rng = np.random.default_rng([seed, 7])
     n = len(tokens["input_ids"])
     loss = jnp.nan
-    for _ in range(steps):
+    for _ in tqdm(range(steps), desc="pretrain", unit="step", disable=not progress):
         ids = rng.choice(n, size=min(batch_size, n), replace=False)
         params, opt_state, loss = step(params, opt_state, jnp.asarray(ids))
     loss = float(loss)

@@ -159,6 +159,7 @@ def simulate_stage(
                 valid=dyn.valid,
                 lr=dyn.lr,
                 verbose=sc.verbose,
+                progress=config.collect.progress,
             )
             preds[name] = fitted.rollout(dyn.curricula[test], true[:, :start], lr=dyn.lr[test])
             rows[name] = evaluate(preds[name], true, start)
@@ -233,6 +234,7 @@ def baselines_stage(
             grad_config=config_lib.grad_config(bc),
             num_checkpoints=bc.num_checkpoints,
             start=start,
+            progress=config.collect.progress,
         )
         true = y[split["test"]]
         rows = results[bc.loss_metric]
@@ -282,18 +284,23 @@ def run_pipeline(config: ml_collections.ConfigDict, workdir: str | Path) -> dict
 def _run_stages(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
     stages = config_lib.stages_of(config)
     results: dict[str, Any] = {}
+    timer = report.StageTimer(wd)
     if set(stages) & {"collect", "simulate", "baselines"}:
-        prep = prepare(config, wd)
+        with timer("prepare"):
+            prep = prepare(config, wd)
         if "collect" in stages:
-            collect_stage(config, wd, prep)
+            with timer("collect"):
+                collect_stage(config, wd, prep)
             if jax.process_count() > 1 and set(stages) - {"collect"}:
                 if jax.process_index() != 0:
                     return results  # process 0 runs the stages that need every run
                 wait_for_runs(wd, config.collect.num_runs)
         if "simulate" in stages:
-            results["simulate"] = simulate_stage(config, wd, prep)
+            with timer("simulate"):
+                results["simulate"] = simulate_stage(config, wd, prep)
         if "baselines" in stages:
-            results["baselines"] = baselines_stage(config, wd, prep)
+            with timer("baselines"):
+                results["baselines"] = baselines_stage(config, wd, prep)
     if "report" in stages:
         print(report_stage(config, wd))
     return results
