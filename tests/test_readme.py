@@ -46,3 +46,19 @@ def test_relative_links_point_at_existing_files():
             if not (page.parent / target).exists():
                 broken.append(f"{page.relative_to(ROOT)} -> {target}")
     assert not broken, "broken links: " + ", ".join(broken)
+
+
+def test_readme_demo_table_is_rendered_from_its_results_file():
+    """The demo table is not typed by hand: it is seeds_table() of the committed results of
+    `python -m gptjax.pipeline.seeds` (see the README for the command)."""
+    import json
+    import re
+
+    from gptjax.pipeline.seeds import seeds_table
+
+    text = (ROOT / "README.md").read_text()
+    match = re.search(r"<!-- demo-table: (\S+) -->\n(.*?)<!-- /demo-table -->", text, re.S)
+    assert match, "README.md has no <!-- demo-table: FILE --> ... <!-- /demo-table --> block"
+    record = json.loads((ROOT / match.group(1)).read_text())
+    assert len(record["seeds"]) >= 3
+    assert match.group(2) == seeds_table(record)

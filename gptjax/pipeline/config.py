@@ -11,7 +11,10 @@ The simulator and baselines sections are built from the methods' own settings da
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 import ml_collections
@@ -19,10 +22,12 @@ import ml_collections
 from baselines import GRADIENT_METHODS, GradConfig
 from gptjax.collect.curricula import steps_per_run
 from gptjax.collect.runner import parse_save_steps
+from gptjax.tasks.jsonl import JsonlTask
 from simulator import METHODS as SIMULATORS
 from simulator import SIMFLUENCE_DEFAULTS, FitConfig, method_config
 
 STAGES = ("collect", "simulate", "baselines", "report")
+DATA_SOURCES = ("local", "tfds")  # for task "jsonl", data.source may also be the JSONL path
 MODEL_SOURCES = ("init", "hf", "gguf", "gptjax")
 SANITY_METHODS = ("persistence", "mean_trajectory")
 # GradConfig fields that a baselines method fixes itself (not a config key).
@@ -82,12 +87,14 @@ def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.stages = "collect,simulate,baselines,report"  # comma-separated subset of STAGES
+    c.progress = True  # progress bars of every stage (pretraining, collection, fit, baselines)
 
     c.data = ml_collections.ConfigDict()
     c.data.task = "demo"
     c.data.format = "finetune"  # finetune | instruction
     c.data.mixture_tasks = ""  # comma-separated components when task == "mixture"
-    c.data.source = "local"  # local | tfds | a JSONL path for task "jsonl"
+    # local | tfds. For task "jsonl" an older spelling of data.task_kwargs.path (the JSONL file).
+    c.data.source = "local"
     c.data.data_root = ""  # "" -> $GPTJAX_DATA_ROOT or ../shared/data
     c.data.pool_size = 200
     c.data.unseen_size = 0
@@ -95,6 +102,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.label_noise = 0.0
     c.data.encoder_text = "input_target"
     c.data.max_len = 256
+    # Wrap every prompt in the tokenizer's own chat template (a user turn, then the assistant's
+    # turn opened), for instruct models such as SmolLM2-Instruct; needs a tokenizer that has one.
+    c.data.chat_template = False
+    # Keywords of the task (docs/tasks.md). Task "jsonl" (docs/own_data.md): path (the JSON Lines
+    # file of {input, target}), test_path (a separate test file), label_words (classification).
     c.data.task_kwargs = ml_collections.ConfigDict()
 
     c.model = ml_collections.ConfigDict()
@@ -113,7 +125,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.rotary_pct = 0.25
     c.model.init_seed = 0
     # Fresh models only: first train this many steps on examples of the same task built with
-    # pretrain_task_kwargs (the demo: another world, so no facts are shared with the pools).
+    # pretrain_task_kwargs (the demo: another world, so no facts are shared with the pools;
+    # task "jsonl": path = a separate pretraining file). Examples whose text is also a pool,
+    # unseen or test example's are dropped.
     c.model.pretrain_steps = 0
     c.model.pretrain_examples = 256
     c.model.pretrain_batch_size = 16
@@ -142,7 +156,6 @@ def base_config() -> ml_collections.ConfigDict:
     c.collect.sampling_temperature = 0.0  # 0: greedy (the default: sampled metrics are noisy)
     c.collect.top_p = 1.0
     c.collect.split = "25,2,5"  # train, validation, test runs (the rest are unused)
-    c.collect.progress = True
 
     c.simulator = simulator_section()
     c.baselines = baselines_section()
@@ -214,6 +227,21 @@ def validate(config: ml_collections.ConfigDict) -> None:
         ),
         (c.model.pretrain_lr > 0, "model.pretrain_lr", "> 0"),
         (c.model.pretrain_batch_size > 0, "model.pretrain_batch_size", "> 0"),
+        (
+            c.model.pretrain_steps == 0 or c.model.pretrain_examples >= c.model.pretrain_batch_size,
+            "model.pretrain_examples",
+            f">= model.pretrain_batch_size ({c.model.pretrain_batch_size})",
+        ),
+        (
+            c.model.source == "init" or not c.model.compact_vocab,
+            "model.compact_vocab",
+            "false unless model.source is init",
+        ),
+        (
+            c.model.source != "init" or not c.data.chat_template,
+            "data.chat_template",
+            "false for model.source init (a fresh model's tokenizer has no chat template)",
+        ),
         (c.collect.num_runs > 0, "collect.num_runs", "> 0"),
         (c.collect.batch_size > 0, "collect.batch_size", "> 0"),
         (c.collect.epochs > 0, "collect.epochs", "> 0"),
@@ -250,9 +278,101 @@ def validate(config: ml_collections.ConfigDict) -> None:
             errors.append("config key 'collect.split' needs >= 1 train, val and test run")
     except ValueError as err:
         errors.append(str(err))
+    errors += _data_errors(c)
     errors += _method_errors(c)
     if errors:
         raise ValueError("invalid config:\n  " + "\n  ".join(errors))
+
+
+def jsonl_keys() -> tuple[str, ...]:
+    """The keywords task "jsonl" takes in ``data.task_kwargs`` / ``model.pretrain_task_kwargs``:
+    `JsonlTask`'s own, and the split overrides every task takes."""
+    own = [n for n in inspect.signature(JsonlTask.__init__).parameters if n != "self"]
+    return (*own, "pool_split", "test_split")
+
+
+def _jsonl_errors(kwargs: dict[str, Any], prefix: str, *, needs_path: bool) -> list[str]:
+    """Task "jsonl"'s keywords: known keys, files that exist, label words that make sense."""
+    errors = []
+    known = jsonl_keys()
+    for key in kwargs:
+        if key not in known:
+            errors.append(
+                f"unknown config key '{prefix}.{key}' for task jsonl; known: {', '.join(known)}"
+            )
+    for key in ("path", "test_path"):
+        value = kwargs.get(key)
+        if value is None or value == "":
+            if key == "path" and needs_path:
+                errors.append(
+                    f"config key '{prefix}.path' must name the JSON Lines file of task jsonl "
+                    "(docs/own_data.md)"
+                )
+            continue
+        if not isinstance(value, str | os.PathLike):
+            errors.append(f"config key '{prefix}.{key}' must be a file path, got {value!r}")
+        elif not Path(value).expanduser().is_file():
+            errors.append(_not_found(f"{prefix}.{key}", value))
+    words = kwargs.get("label_words")
+    if words is not None:
+        if isinstance(words, str) or not isinstance(words, list | tuple):
+            errors.append(
+                f"config key '{prefix}.label_words' must be a list of label words such as "
+                f"(' no', ' yes'), got {words!r}"
+            )
+        elif not all(isinstance(w, str) and w.strip() for w in words):
+            errors.append(f"config key '{prefix}.label_words' must hold non-empty strings")
+        elif len(words) < 2 or len({w.strip() for w in words}) != len(words):
+            errors.append(
+                f"config key '{prefix}.label_words' must hold at least two distinct words, "
+                f"got {list(words)!r}"
+            )
+    for key in ("pool_split", "test_split"):
+        if key in kwargs and not isinstance(kwargs[key], str):
+            errors.append(f"config key '{prefix}.{key}' must be a string, got {kwargs[key]!r}")
+    return errors
+
+
+def _not_found(key: str, path: Any) -> str:
+    where = "" if Path(path).expanduser().is_absolute() else f" (from {Path.cwd()})"
+    return f"config key {key!r}: file not found: {path}{where}"
+
+
+def _data_errors(c: ml_collections.ConfigDict) -> list[str]:
+    """The data source and the keywords of task "jsonl" (data and pretraining), files included."""
+    errors = []
+    d, m = c.data, c.model
+    source_is_path = d.source not in DATA_SOURCES
+    if d.task == "jsonl":
+        kwargs = d.task_kwargs.to_dict()
+        path = kwargs.get("path") or ""
+        errors += _jsonl_errors(kwargs, "data.task_kwargs", needs_path=not source_is_path)
+        if source_is_path and path and str(path) != d.source:
+            errors.append(
+                f"the JSONL file is given twice: config key 'data.task_kwargs.path' ({path}) and "
+                f"'data.source' ({d.source}); keep data.task_kwargs.path and set data.source "
+                "to local"
+            )
+        elif source_is_path and not path and not Path(d.source).expanduser().is_file():
+            errors.append(_not_found("data.source", d.source))
+        pretrain = m.pretrain_task_kwargs.to_dict()
+        errors += _jsonl_errors(pretrain, "model.pretrain_task_kwargs", needs_path=False)
+    elif source_is_path:
+        errors.append(
+            f"config key 'data.source' must be one of {DATA_SOURCES} (a file path is for task "
+            f"jsonl), got {d.source!r}"
+        )
+    if d.task == "mixture" and "jsonl" in names_in(d.mixture_tasks):
+        for section, prefix, needs in (
+            (d.task_kwargs, "data.task_kwargs.jsonl", True),
+            (m.pretrain_task_kwargs, "model.pretrain_task_kwargs.jsonl", False),
+        ):
+            kwargs = section.to_dict().get("jsonl", {})
+            if not isinstance(kwargs, dict):
+                errors.append(f"config key {prefix!r} must be a section, got {kwargs!r}")
+            else:
+                errors += _jsonl_errors(kwargs, prefix, needs_path=needs)
+    return errors
 
 
 def _method_errors(c: ml_collections.ConfigDict) -> list[str]:

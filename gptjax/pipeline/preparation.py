@@ -23,12 +23,12 @@ from gptjax.models.transformer import Transformer, init_model
 from gptjax.pipeline import config as config_lib
 from gptjax.pipeline.wait import wait_until
 from gptjax.pipeline.workdir import Workdir
-from gptjax.tasks import Pools, build_pools, tokenize_examples
+from gptjax.tasks import Example, Pools, build_pools, tokenize_examples
 from gptjax.tasks.tokenize import TokenizedExamples
 
 # Config sections whose change invalidates collected runs, and keys inside them that do not.
 _COLLECTION_KEYS = ("seed", "data", "model", "collect")
-_NOT_AFFECTING_RUNS = {"collect.progress", "collect.split", "collect.runs_per_device"}
+_NOT_AFFECTING_RUNS = {"collect.split", "collect.runs_per_device"}
 
 
 @dataclasses.dataclass
@@ -64,7 +64,7 @@ def check_workdir_config(config: ml_collections.ConfigDict, workdir: Workdir) ->
     if not path.is_file():
         return
     saved = io.read_json(path)
-    current = config.to_dict()
+    current = io.json_safe(config.to_dict())  # as config.json holds it (tuples as lists)
     a, b = _collection_settings(saved), _collection_settings(current)
     differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     if differ:
@@ -116,6 +116,11 @@ def load_base_model(
 def _build_pools(config: ml_collections.ConfigDict, **overrides: Any) -> Pools:
     d = config.data
     mixture = tuple(config_lib.names_in(d.mixture_tasks)) or None
+    source, task_kwargs = d.source, d.task_kwargs.to_dict()
+    if d.task == "jsonl" and source not in config_lib.DATA_SOURCES:
+        # data.source as the JSONL file: the older spelling of data.task_kwargs.path.
+        task_kwargs.setdefault("path", source)
+        source = "local"
     kwargs = dict(
         pool_size=d.pool_size,
         unseen_size=d.unseen_size,
@@ -124,28 +129,88 @@ def _build_pools(config: ml_collections.ConfigDict, **overrides: Any) -> Pools:
         fmt=d.format,
         label_noise=d.label_noise,
         data_root=d.data_root or None,
-        source=d.source,
+        source=source,
         encoder_text=d.encoder_text,
         tasks=mixture,
     )
-    return build_pools(d.task, **(kwargs | d.task_kwargs.to_dict() | overrides))
+    return build_pools(d.task, **(kwargs | task_kwargs | overrides))
 
 
-def _pretrain(config: ml_collections.ConfigDict, model: Transformer, tokenizer) -> Transformer:
-    """Train a fresh base model on examples of the same task built with
-    ``model.pretrain_task_kwargs`` (the demo: another world, sharing no facts with the pools)."""
-    pools = _build_pools(
-        config,
-        pool_size=config.model.pretrain_examples,
-        unseen_size=0,
-        test_size=1,
-        seed=config.seed + 1,
-        label_noise=0.0,
-        encoder_text="input_target",
-        tasks=None,
-        **config.model.pretrain_task_kwargs.to_dict(),
+def _text(example: Example) -> str:
+    """What a language model trains on: prompt then target."""
+    return example.input + example.target
+
+
+def drop_overlap(examples: list[Example], pools: Pools) -> tuple[list[Example], int]:
+    """``examples`` without those whose text (input + target) is also a pool, unseen or test
+    example's, and how many were dropped."""
+    seen = {_text(e) for e in pools.pool + pools.test}
+    kept = [e for e in examples if _text(e) not in seen]
+    return kept, len(examples) - len(kept)
+
+
+def unknown_tokens(examples: list[Example], tokenizer: CompactTokenizer) -> tuple[int, int]:
+    """(tokens outside the compact vocabulary, all tokens) of the prompts and targets, encoded
+    as `tokenize_examples` encodes them (prompt and target apart)."""
+    known = set(tokenizer.base_ids)
+    texts = [t for e in examples for t in (e.input, e.target)]
+    encoded = tokenizer.base.encode_batch(texts)
+    unknown = sum(1 for ids in encoded for i in ids if i not in known)
+    return unknown, sum(len(ids) for ids in encoded)
+
+
+def _pretraining_examples(config: ml_collections.ConfigDict, pools: Pools) -> list[Example]:
+    """Examples of the same task built with ``model.pretrain_task_kwargs``, disjoint from the
+    pools and the test set by construction (examples with the same text are dropped)."""
+    m = config.model
+    try:
+        pretrain = _build_pools(
+            config,
+            pool_size=m.pretrain_examples,
+            unseen_size=0,
+            test_size=1,
+            seed=config.seed + 1,
+            label_noise=0.0,
+            encoder_text="input_target",
+            tasks=None,
+            **m.pretrain_task_kwargs.to_dict(),
+        )
+    except ValueError as err:
+        raise ValueError(
+            f"pretraining data (model.pretrain_examples = {m.pretrain_examples}, "
+            f"model.pretrain_task_kwargs = {m.pretrain_task_kwargs.to_dict()}): {err}"
+        ) from None
+    examples, dropped = drop_overlap(pretrain.pool, pools)
+    print(
+        f"pretraining data: {len(pretrain.pool)} examples, {dropped} dropped (same text as a "
+        f"pool, unseen or test example), {len(examples)} left"
     )
-    tokens = tokenize_examples(pools.pool, tokenizer, max_len=config.data.max_len)
+    if len(examples) < m.pretrain_batch_size:
+        raise ValueError(
+            f"only {len(examples)} pretraining examples are left after dropping {dropped} that "
+            f"are also pool, unseen or test examples: fewer than model.pretrain_batch_size "
+            f"({m.pretrain_batch_size}); pretrain on other examples (for task jsonl: "
+            "model.pretrain_task_kwargs.path, a separate file) or lower model.pretrain_batch_size"
+        )
+    return examples
+
+
+def _pretrain(
+    config: ml_collections.ConfigDict, model: Transformer, tokenizer, pools: Pools
+) -> Transformer:
+    """Train a fresh base model on examples of the same task built with
+    ``model.pretrain_task_kwargs`` (the demo: another world, sharing no facts with the pools),
+    none of which has the text of a pool, unseen or test example."""
+    examples = _pretraining_examples(config, pools)
+    if isinstance(tokenizer, CompactTokenizer):
+        unknown, total = unknown_tokens(examples, tokenizer)
+        if unknown:
+            print(
+                f"warning: {unknown} of {total} pretraining tokens ({unknown / max(total, 1):.1%})"
+                " are outside the compact vocabulary, which model.compact_vocab builds from the "
+                "pool and test texts only; the model sees them as one unknown token"
+            )
+    tokens = tokenize_examples(examples, tokenizer, max_len=config.data.max_len)
     model, loss = pretrain_base(
         model,
         tokens.loss_inputs(),
@@ -153,6 +218,7 @@ def _pretrain(config: ml_collections.ConfigDict, model: Transformer, tokenizer) 
         batch_size=config.model.pretrain_batch_size,
         learning_rate=config.model.pretrain_lr,
         seed=config.seed,
+        progress=config.progress,
     )
     print(f"pretrained the base model: {config.model.pretrain_steps} steps, loss {loss:.4f}")
     return model
@@ -164,15 +230,17 @@ def prepare(config: ml_collections.ConfigDict, workdir: Workdir) -> Prepared:
     config_lib.validate(config)
     check_workdir_config(config, workdir)
     pools = _build_pools(config)
+    model, tokenizer = load_base_model(config, pools)
+    if config.data.chat_template:
+        pools = with_chat_template(pools, tokenizer)
     pools_record = _pools_record(pools)
     _check_same_data(workdir, pools_record, config.data.data_root)
-    model, tokenizer = load_base_model(config, pools)
     primary = jax.process_index() == 0  # with several processes, one writes shared files
     model_done = workdir.model_dir / "config.json"  # written last by save_model
     if not model_done.is_file():
         if primary:
             if config.model.pretrain_steps:
-                model = _pretrain(config, model, tokenizer)
+                model = _pretrain(config, model, tokenizer, pools)
             save_model(model, workdir.model_dir)
         else:
             wait_until(model_done.is_file, f"{model_done} to appear")
@@ -197,6 +265,33 @@ def prepare(config: ml_collections.ConfigDict, workdir: Workdir) -> Prepared:
         io.atomic_write_json(workdir.config_file, config.to_dict())
         _write_pools(workdir, pools, pools_record)
     return prep
+
+
+def with_chat_template(pools: Pools, tokenizer: Any) -> Pools:
+    """The pools with every prompt wrapped in the tokenizer's own chat template: the prompt as
+    a user turn, then the assistant's turn opened (``add_generation_prompt=True``), as an
+    instruct model saw its fine-tuning data. Targets and encoder texts are unchanged."""
+    apply = getattr(tokenizer, "apply_chat_template", None)
+    if not callable(apply) or not getattr(tokenizer, "chat_template", True):
+        raise ValueError(
+            "config key 'data.chat_template' is true, but the tokenizer "
+            f"({type(tokenizer).__name__}) has no chat template; set data.chat_template = "
+            "False, or use a model whose tokenizer has one (model.source gguf, e.g. "
+            "SmolLM2-Instruct, with model.tokenizer unset)"
+        )
+
+    def wrap(examples: list[Example]) -> list[Example]:
+        return [
+            dataclasses.replace(
+                e,
+                input=apply([{"role": "user", "content": e.input}], add_generation_prompt=True),
+            )
+            for e in examples
+        ]
+
+    return dataclasses.replace(
+        pools, train=wrap(pools.train), unseen=wrap(pools.unseen), test=wrap(pools.test)
+    )
 
 
 def _pools_record(pools: Pools) -> dict[str, Any]:

@@ -91,7 +91,7 @@ def collect_stage(config: ml_collections.ConfigDict, workdir: Workdir, prep: Pre
             "model": prep.model.config.to_dict(),
             "config_fingerprint": prep.fingerprint,
         },
-        progress=c.progress,
+        progress=config.progress,
     )
 
 
@@ -159,7 +159,7 @@ def simulate_stage(
                 valid=dyn.valid,
                 lr=dyn.lr,
                 verbose=sc.verbose,
-                progress=config.collect.progress,
+                progress=config.progress,
             )
             preds[name] = fitted.rollout(dyn.curricula[test], true[:, :start], lr=dyn.lr[test])
             rows[name] = evaluate(preds[name], true, start)
@@ -234,7 +234,7 @@ def baselines_stage(
             grad_config=config_lib.grad_config(bc),
             num_checkpoints=bc.num_checkpoints,
             start=start,
-            progress=config.collect.progress,
+            progress=config.progress,
         )
         true = y[split["test"]]
         rows = results[bc.loss_metric]

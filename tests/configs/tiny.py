@@ -27,5 +27,5 @@ def get_config():
     c.collect.runs_per_device = 2
     c.collect.save_params = "evenly:2"
     c.collect.split = "3,1,2"
-    c.collect.progress = False
+    c.progress = False
     return c
