@@ -98,7 +98,9 @@ def test_other_data_is_refused_and_nothing_overwritten(copy):
     pools["train"][0]["label"] = 1 - (pools["train"][0]["label"] or 0)  # as if relabelled
     pools_file.write_text(json.dumps(pools))
     before = pools_file.read_bytes()
-    with pytest.raises(ValueError, match="data differs"):
+    recorded = json.loads((copy / "config.json").read_text())["resolved"]
+    assert recorded["data_root"] and len(recorded["data_fingerprint"]) == 16
+    with pytest.raises(ValueError, match=f"data differs.*data root then {recorded['data_root']}"):
         collect(copy)
     assert pools_file.read_bytes() == before
 

@@ -262,7 +262,15 @@ def prepare(config: ml_collections.ConfigDict, workdir: Workdir) -> Prepared:
         ),
     )
     if primary:
-        io.atomic_write_json(workdir.config_file, config.to_dict())
+        # The data's identity beside the config: where it was read from, and a fingerprint
+        # of the pools it gave (runs record the same fingerprint; see `_check_same_data`).
+        resolved = {
+            "data_root": str(paths.data_root(config.data.data_root or None).absolute()),
+            "data_fingerprint": io.fingerprint(
+                np.frombuffer(json.dumps(pools_record, sort_keys=True).encode(), np.uint8)
+            ),
+        }
+        io.atomic_write_json(workdir.config_file, config.to_dict() | {"resolved": resolved})
         _write_pools(workdir, pools, pools_record)
     return prep
 
@@ -316,10 +324,14 @@ def _check_same_data(workdir: Workdir, record: dict[str, Any], data_root: str) -
     data root, edited files): the pools are the data's identity."""
     path = workdir.pools_file
     if path.is_file() and io.read_json(path) != record:
+        before = "?"
+        if workdir.config_file.is_file():
+            before = io.read_json(workdir.config_file).get("resolved", {}).get("data_root", "?")
         raise ValueError(
             f"the data differs from what workdir {workdir.root} was collected on ({path} "
-            f"holds other examples or labels; data root now {paths.data_root(data_root or None)}); "
-            "use a new --workdir or point GPTJAX_DATA_ROOT / data.data_root back at the original"
+            f"holds other examples or labels; data root then {before}, now "
+            f"{paths.data_root(data_root or None).absolute()}); use a new --workdir or point "
+            "GPTJAX_DATA_ROOT / data.data_root back at the original"
         )
 
 
