@@ -17,6 +17,7 @@ import json
 import os
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -36,11 +37,12 @@ def main() -> None:
     from gptjax import paths
     from gptjax.collect.curricula import draw_curriculum
     from gptjax.collect.runner import CollectSpec, collect
-    from gptjax.collect.train_step import TOKEN_FIELDS, eval_losses, make_schedule
+    from gptjax.collect.train_step import eval_losses, make_schedule
     from gptjax.models.config import pythia_style
     from gptjax.models.hf_loading import save_hf_model
     from gptjax.models.tokenizer import load_tokenizer
     from gptjax.models.transformer import init_model
+    from gptjax.store import RunStore
     from gptjax.tasks import build_pools, tokenize_examples
 
     torch.set_num_threads(args.threads)
@@ -54,9 +56,8 @@ def main() -> None:
         data_root=args.data_root,
     )
     tok = load_tokenizer(paths.pythia_tokenizer())
-    as_dict = lambda t: {f: getattr(t, f) for f in TOKEN_FIELDS}
-    pool = as_dict(tokenize_examples(pools.train, tok, max_len=64, pad_to_max=True))
-    test = as_dict(tokenize_examples(pools.test, tok, max_len=64, pad_to_max=True))
+    pool = tokenize_examples(pools.train, tok, max_len=64, pad_to_max=True).loss_inputs()
+    test = tokenize_examples(pools.test, tok, max_len=64, pad_to_max=True).loss_inputs()
     model = init_model(pythia_style(), seed=0)
     spec = CollectSpec(
         seed=0,
@@ -72,12 +73,11 @@ def main() -> None:
     # --- gptjax -------------------------------------------------------------------------
     with tempfile.TemporaryDirectory() as workdir:
         start = time.perf_counter()
-        collect(workdir, spec, model, pool, test, pool_size=pool_size, progress=False)
+        runs = RunStore(Path(workdir) / "runs")
+        collect(runs, spec, model, pool, test, pool_size=pool_size, progress=False)
         jax_s = time.perf_counter() - start
         print(f"gptjax collection: {jax_s:.1f} s", flush=True)
-        from gptjax import store
-
-        jax_y = store.load_dynamics(workdir).metrics["loss"]
+        jax_y = runs.load().metrics["loss"]
     graphdef, params = nnx.split(model)
     stacked = jax.tree.map(lambda a: jnp.broadcast_to(a, (k_runs, *a.shape)), params)
     test_j = {k: jnp.asarray(v) for k, v in test.items()}

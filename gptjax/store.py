@@ -112,9 +112,7 @@ def decode_run(path: str | os.PathLike) -> RunRecord:
                 metrics=metrics,
                 meta=json.loads(z["meta"].tobytes().decode()),
             )
-    except (OSError, ValueError, KeyError, EOFError) as err:
-        raise ValueError(f"{path}: not a readable run file ({err})") from err
-    except Exception as err:  # zipfile.BadZipFile and friends
+    except Exception as err:  # OSError, ValueError, KeyError, zipfile.BadZipFile, ...
         raise ValueError(f"{path}: not a readable run file ({err})") from err
 
 
@@ -193,11 +191,14 @@ class RunStore:
                 )
         return record
 
-    def verified(self, expect: dict[str, Any] | None = None) -> tuple[set[int], dict[int, str]]:
+    def verified(
+        self, expect: dict[str, Any] | None = None, runs: list[int] | None = None
+    ) -> tuple[set[int], dict[int, str]]:
         """(runs whose files, and parameter checkpoints, read back whole and as expected;
-        {run: why} for the others)."""
+        {run: why} for the others), among ``runs`` (default: every run on disk)."""
         good, bad = set(), {}
-        for run in sorted(self.completed()):
+        on_disk = self.completed()
+        for run in sorted(on_disk if runs is None else on_disk & set(runs)):
             try:
                 record = self.read(run, expect)
             except ValueError as err:

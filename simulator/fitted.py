@@ -17,6 +17,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from gptjax.io import atomic_write_json, read_json
+from gptjax.models.checkpoint import this_process_only
 
 from . import rollout as rl
 from .gptfluence import INITS, GPTfluenceConcat, GPTfluenceDot
@@ -283,7 +284,7 @@ class FittedSimulator:
             tree["test_features"] = np.asarray(self.test_features)
         if self.anchor_traj is not None:
             tree["anchor"] = np.asarray(self.anchor_traj, np.float32)
-        with ocp.StandardCheckpointer() as ckpt:
+        with ocp.StandardCheckpointer(multiprocessing_options=this_process_only()) as ckpt:
             ckpt.save(path / "state", tree, force=True)
         meta = {
             "format": FORMAT_VERSION,
@@ -307,7 +308,7 @@ class FittedSimulator:
         path = Path(path).absolute()
         meta = read_json(path / "meta.json")
         cfg = FitConfig(**meta["config"])
-        with ocp.StandardCheckpointer() as ckpt:
+        with ocp.StandardCheckpointer(multiprocessing_options=this_process_only()) as ckpt:
             tree = ckpt.restore(path / "state")
         tr = tree.get("train_features")
         dim = 1 if tr is None else tr.shape[1]

@@ -413,18 +413,11 @@ def fit_or_restore(
             np.zeros(1) if lr_used is None else lr_used,
         ),
     }
-    key_file = model_dir / "fit_key.json"
-    if FittedSimulator.exists(model_dir) and key_file.is_file():
-        try:
-            saved = read_json(key_file)
-        except ValueError:
-            saved = {"key": key}  # the record itself is damaged: its digest will not match
-        if saved.get("key") == key:
-            if saved.get("digest") == tree_digest(model_dir, exclude=("fit_key.json",)):
-                return FittedSimulator.restore(model_dir)
-            print(
-                f"simulator {model_dir}: its files differ from when it was fitted; fitting it again"
-            )
+    saved_key, damage = fit_record(model_dir)
+    if saved_key == key and damage is None:
+        return FittedSimulator.restore(model_dir)
+    if FittedSimulator.exists(model_dir) and saved_key in (key, None):  # same fit, damaged
+        print(f"simulator {model_dir}: {damage}; fitting it again")
     fitted = fit(
         kind,
         curricula,
@@ -441,6 +434,34 @@ def fit_or_restore(
     )
     shutil.rmtree(model_dir, ignore_errors=True)  # nothing of a damaged or older fit remains
     fitted.save(model_dir)
-    digest = tree_digest(model_dir, exclude=("fit_key.json",))
-    atomic_write_json(key_file, {"key": key, "digest": digest}, indent=1)
+    digest = tree_digest(model_dir, exclude=(FIT_RECORD,))
+    atomic_write_json(model_dir / FIT_RECORD, {"key": key, "digest": digest}, indent=1)
     return fitted
+
+
+FIT_RECORD = "fit_key.json"
+
+
+def fit_record(model_dir: str | Path) -> tuple[Any, str | None]:
+    """(the key a saved simulator was fitted with, None if its files are as written — else
+    why they cannot be trusted). A simulator without a record is incomplete or foreign."""
+    model_dir = Path(model_dir)
+    record = model_dir / FIT_RECORD
+    if not FittedSimulator.exists(model_dir) or not record.is_file():
+        return None, f"{model_dir} holds no complete fitted simulator"
+    try:
+        saved = read_json(record)
+    except ValueError as err:
+        return None, str(err)
+    if saved.get("digest") != tree_digest(model_dir, exclude=(FIT_RECORD,)):
+        return saved.get("key"), "its files differ from when it was fitted"
+    return saved.get("key"), None
+
+
+def restore_verified(model_dir: str | Path) -> FittedSimulator:
+    """A saved simulator, after checking its files against its fit record (ValueError
+    naming the folder when they differ)."""
+    _, damage = fit_record(model_dir)
+    if damage is not None:
+        raise ValueError(f"simulator {model_dir}: {damage}; run the simulate stage again")
+    return FittedSimulator.restore(model_dir)

@@ -38,6 +38,8 @@ def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
         (["--config.simulator.gptfluence.order=0"], "order must be in 1..10"),
         (["--config.simulator.simfluence.epochs=-3"], "epochs must be > 0"),
         (["--config.baselines.methods=tracin"], "baselines.methods"),
+        (["--config.simulator.metrics=rougel"], "simulator.metrics"),
+        (["--config.simulator.start=100"], "simulator.start"),
     ],
 )
 def test_bad_override_is_one_line_and_exit_2(tmp_path, args, message):
@@ -77,9 +79,10 @@ def test_second_writer_is_refused_and_a_stale_lock_taken_over(tmp_path):
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
-    lock.write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()}))
-    with workdir_lock(lock):  # its owner has exited: taken over
-        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    for left in (json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()}), "{garb"):
+        lock.write_text(left)  # left by a killed process: nobody holds it
+        with workdir_lock(lock):
+            assert json.loads(lock.read_text())["pid"] == os.getpid()
 
 
 def test_cli_refuses_a_workdir_in_use(tmp_path):

@@ -72,14 +72,14 @@ def results(workdir: Path) -> dict[str, bytes]:
     return out
 
 
-def kill_when(proc: subprocess.Popen, ready, delay: float) -> None:
-    """SIGKILL ``proc`` ``delay`` seconds after ``ready()`` holds (or let it end first)."""
+def kill_when(proc: subprocess.Popen, ready, delay: float) -> int:
+    """SIGKILL ``proc`` ``delay`` seconds after ``ready()`` holds; its return code."""
     while proc.poll() is None and not ready():
         time.sleep(0.05)
     time.sleep(delay)
     if proc.poll() is None:
         proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    return proc.wait()
 
 
 def test_killed_three_times_then_finished_equals_uninterrupted(tmp_path):
@@ -93,7 +93,9 @@ def test_killed_three_times_then_finished_equals_uninterrupted(tmp_path):
         lambda: (workdir / "results" / "simulators.json").is_file(),  # in the baselines
     ]
     for ready in moments:
-        kill_when(start(workdir), ready, float(rng.uniform(0.0, 1.5)))
+        # Short delays: each stage runs for seconds (compilation alone), so every kill lands.
+        code = kill_when(start(workdir), ready, float(rng.uniform(0.0, 0.5)))
+        assert code == -signal.SIGKILL, "the process ended before it could be killed"
     final = start(workdir)
     _, err = final.communicate()
     assert final.returncode == 0, err

@@ -107,7 +107,7 @@ def test_damaged_simulator_is_fitted_again(dyn, tmp_path, capsys, damaged):
     capsys.readouterr()
     again = _fit_all(dyn, tmp_path)
     said = capsys.readouterr().out
-    assert "loss/gptfluence: its files differ" in said and "fitting it again" in said
+    assert "loss/gptfluence" in said and "fitting it again" in said
     assert said.count("fitting it again") == 1  # the undamaged ones are restored
     assert np.isfinite(again["loss"]["gptfluence"]["mse_mean"])
 

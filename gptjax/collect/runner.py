@@ -126,8 +126,11 @@ class _CheckpointWriter:
         self.bytes_per_checkpoint = 0
 
     def save(self, stacked_params: Any, step: int, runs: list[int]) -> None:
+        """Save the runs this writer manages; ``runs[i]`` is row i of ``stacked_params``."""
         host = jax.device_get(filter_params(stacked_params, self.spec.save_params_regex))
         for i, run in enumerate(runs):
+            if run not in self.managers:
+                continue  # a run already on disk, recomputed with its group: left untouched
             one = jax.tree.map(lambda a, i=i: a[i], host)
             self.bytes_per_checkpoint = sum(a.nbytes for a in jax.tree.leaves(one))
             self.managers[run].save(step, args=ocp.args.StandardSave(one))
@@ -173,13 +176,16 @@ def collect(
     group_size = spec.runs_per_device * len(devices)
     groups = owned_groups(spec.num_runs, group_size, jax.process_index(), jax.process_count())
     # A run file that does not read back whole, or holds another run or another config's
-    # run, is collected again (the group is recomputed; its good runs are not rewritten).
+    # run, or whose checkpoints differ from their digests, is collected again (the group is
+    # recomputed; its good runs' files and checkpoints are not rewritten). Only this
+    # process's runs are checked.
+    fingerprint = (meta or {}).get("config_fingerprint")
     done, damaged = runs_store.verified(
-        {"config_fingerprint": (meta or {}).get("config_fingerprint")}
+        {"config_fingerprint": fingerprint} if fingerprint else None,
+        runs=[run for g in groups for run in g],
     )
     for run, why in damaged.items():
-        if any(run in g for g in groups):
-            tqdm.write(f"run {run}: {why}; collecting it again")
+        tqdm.write(f"run {run}: {why}; collecting it again")
     todo = [g for g in groups if not set(g) <= done]
     if not todo:
         return []
@@ -234,7 +240,8 @@ def collect(
         params = stack(base_params)
         opt_state = stack(optimizer.init(base_params))
         alive = jax.device_put(jnp.ones(group_size, bool), runs_sharding)
-        writer = _CheckpointWriter(runs_store, group, spec) if spec.save_steps else None
+        missing = [run for run in group if run not in done]
+        writer = _CheckpointWriter(runs_store, missing, spec) if spec.save_steps else None
         if writer and 0 in spec.save_steps:
             writer.save(params, 0, group)
         y = np.full((group_size, num_steps + 1, num_test), np.nan, np.float32)

@@ -405,10 +405,24 @@ def _method_errors(c: ml_collections.ConfigDict) -> list[str]:
         )
     if c.baselines.num_checkpoints < 1:
         errors.append("config key 'baselines.num_checkpoints' must be >= 1")
+    steps = 0
+    if c.collect.subset_size > 0 and c.collect.batch_size > 0 and c.collect.epochs > 0:
+        steps = steps_per_run(c.collect.subset_size, c.collect.batch_size, c.collect.epochs)
     for key in ("simulator.start", "baselines.start"):
         section, field = key.split(".")
-        if c[section][field] < 1:
-            errors.append(f"config key {key!r} must be >= 1")
+        if not 1 <= c[section][field] <= max(steps, 1):
+            errors.append(f"config key {key!r} must be in 1..{steps} (the steps of a run)")
+    recorded = ("loss", "bleu", "rougeL") if c.collect.generation_every > 0 else ("loss",)
+    for name in names_in(c.simulator.metrics):
+        if name not in recorded:
+            errors.append(
+                f"config key 'simulator.metrics': {name!r} is not recorded (recorded: "
+                f"{', '.join(recorded)}; BLEU / ROUGE-L need collect.generation_every > 0)"
+            )
+    if c.baselines.loss_metric not in recorded:
+        errors.append(
+            f"config key 'baselines.loss_metric': {c.baselines.loss_metric!r} is not recorded"
+        )
     try:
         grad_config(c.baselines)
     except ValueError as err:

@@ -45,6 +45,7 @@ from gptjax.pipeline.workdir import Workdir
 from gptjax.store import Dynamics
 from gptjax.tasks import Example, Pools
 from simulator import FittedSimulator, influence
+from simulator.training import restore_verified
 
 LOWER_IS_BETTER = ("loss",)  # every other recorded metric (bleu, rougeL) is higher-is-better
 
@@ -143,7 +144,8 @@ class OpenWorkdir:
 
     def y_ref(self, metric: str) -> np.ndarray:
         """[N] the state one-step effects are taken at: the training runs' mean over steps."""
-        return self.metric_values(metric)[self.split["train"]].mean(axis=(0, 1))
+        # nanmean: metrics measured every few steps (BLEU, ROUGE-L) are NaN in between.
+        return np.nanmean(self.metric_values(metric)[self.split["train"]], axis=(0, 1))
 
     def check_test_id(self, test_id: Any) -> int:
         if isinstance(test_id, bool) or not isinstance(test_id, int | np.integer):
@@ -178,7 +180,10 @@ class OpenWorkdir:
                     f"({path} has no meta.json; fitted: {', '.join(found) or 'none'}); run the "
                     "simulate stage first"
                 )
-            fitted = FittedSimulator.restore(path)
+            try:
+                fitted = restore_verified(path)
+            except ValueError as err:
+                raise QueryError(str(err)) from None
             if (fitted.n_pool, fitted.n_test) != (self.num_pool, self.num_test):
                 raise QueryError(
                     f"{path} was fitted on {fitted.n_pool} pool / {fitted.n_test} test "

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from gptjax import io
@@ -35,6 +36,8 @@ class StageTimer:
         yield
         seconds = time.perf_counter() - start
         print(f"{stage}: {seconds:.1f} s", flush=True)
+        if jax.process_index() != 0:
+            return  # one process records the job's times
         path = self.workdir.result(TIMINGS)
         timings = io.read_json(path) if path.is_file() else {}
         io.atomic_write_json(path, timings | {stage: round(seconds, 3)})

@@ -137,6 +137,12 @@ def simulate_stage(
     }
     start = int(sc.start)
     wanted = config_lib.names_in(sc.metrics)
+    missing = sorted(set(wanted) - set(dyn.metrics))
+    if missing:
+        raise ValueError(
+            f"config key 'simulator.metrics': {missing} were not recorded in these runs "
+            f"(recorded: {sorted(dyn.metrics)}; a task without references has no BLEU / ROUGE-L)"
+        )
     test = np.asarray(split["test"])
     results: dict[str, dict] = {}
     for metric, y in sorted(dyn.metrics.items()):
@@ -291,9 +297,10 @@ def _run_stages(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any
         if "collect" in stages:
             with timer("collect"):
                 collect_stage(config, wd, prep)
-            if jax.process_count() > 1 and set(stages) - {"collect"}:
-                if jax.process_index() != 0:
-                    return results  # process 0 runs the stages that need every run
+        if jax.process_count() > 1:
+            if jax.process_index() != 0:
+                return results  # process 0 runs the stages that need every run
+            if set(stages) & {"simulate", "baselines"}:
                 wait_for_runs(wd, config.collect.num_runs)
         if "simulate" in stages:
             with timer("simulate"):
@@ -301,7 +308,7 @@ def _run_stages(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any
         if "baselines" in stages:
             with timer("baselines"):
                 results["baselines"] = baselines_stage(config, wd, prep)
-    if "report" in stages:
+    if "report" in stages and jax.process_index() == 0:
         print(report_stage(config, wd))
     return results
 
