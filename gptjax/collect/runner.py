@@ -45,12 +45,15 @@ ExtraEval = Callable[[nnx.GraphDef, Any, int, list[int]], dict[str, np.ndarray]]
 
 @dataclasses.dataclass(frozen=True)
 class CollectSpec:
-    seed: int
-    num_runs: int
-    subset_size: int
-    batch_size: int
-    epochs: int
-    learning_rate: float
+    """A collection's settings. The defaults are the paper's fine-tuning protocol (AdamW,
+    linear decay, no warm-up) and are the pipeline config's defaults too."""
+
+    seed: int = 0
+    num_runs: int = 32
+    subset_size: int = 128
+    batch_size: int = 4
+    epochs: int = 3
+    learning_rate: float = 1e-5
     warmup_steps: int = 0
     end_lr_factor: float = 0.0
     b1: float = 0.9

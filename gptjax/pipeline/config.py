@@ -21,7 +21,7 @@ import ml_collections
 
 from baselines import GRADIENT_METHODS, GradConfig
 from gptjax.collect.curricula import steps_per_run
-from gptjax.collect.runner import parse_save_steps
+from gptjax.collect.runner import CollectSpec, parse_save_steps
 from gptjax.tasks.jsonl import JsonlTask
 from simulator import METHODS as SIMULATORS
 from simulator import SIMFLUENCE_DEFAULTS, FitConfig, method_config
@@ -30,6 +30,8 @@ STAGES = ("collect", "simulate", "baselines", "report")
 DATA_SOURCES = ("local", "tfds")  # for task "jsonl", data.source may also be the JSONL path
 MODEL_SOURCES = ("init", "hf", "gguf", "gptjax")
 SANITY_METHODS = ("persistence", "mean_trajectory")
+# CollectSpec fields that are not keys of the collect section.
+_SPEC_FROM_ELSEWHERE = ("seed", "save_steps")
 # GradConfig fields that a baselines method fixes itself (not a config key).
 _PER_METHOD_GRAD_FIELDS = ("layers",)
 
@@ -68,6 +70,18 @@ def baselines_section() -> ml_collections.ConfigDict:
         if name not in _PER_METHOD_GRAD_FIELDS:
             c[name] = value
     return c
+
+
+def collect_spec(config: ml_collections.ConfigDict) -> CollectSpec:
+    """The collect section (and the seed) as a CollectSpec."""
+    c = config.collect
+    names = [f.name for f in dataclasses.fields(CollectSpec) if f.name not in _SPEC_FROM_ELSEWHERE]
+    num_steps = steps_per_run(c.subset_size, c.batch_size, c.epochs)
+    return CollectSpec(
+        seed=config.seed,
+        save_steps=parse_save_steps(c.save_params, num_steps),
+        **{name: c[name] for name in names},
+    )
 
 
 def grad_config(section: ml_collections.ConfigDict) -> GradConfig:
@@ -134,20 +148,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.pretrain_lr = 3e-3
     c.model.pretrain_task_kwargs = ml_collections.ConfigDict()
 
-    c.collect = ml_collections.ConfigDict()
-    c.collect.num_runs = 32
-    c.collect.subset_size = 128
-    c.collect.batch_size = 4
-    c.collect.epochs = 3
-    c.collect.learning_rate = 1e-5
-    c.collect.warmup_steps = 0
-    c.collect.end_lr_factor = 0.0
-    c.collect.b1 = 0.9
-    c.collect.b2 = 0.999
-    c.collect.eps = 1e-8
-    c.collect.weight_decay = 0.001
-    c.collect.eval_chunk = 64
-    c.collect.runs_per_device = 4
+    # CollectSpec's fields and defaults; the seed is the top-level one and the saved steps
+    # come from save_params.
+    c.collect = ml_collections.ConfigDict(
+        {
+            k: v
+            for k, v in dataclasses.asdict(CollectSpec()).items()
+            if k not in _SPEC_FROM_ELSEWHERE
+        }
+    )
     c.collect.save_params = "none"  # none | all | every:m | evenly:k | comma-separated steps
     c.collect.save_params_regex = ""  # save only matching parameter paths ("" = all)
     c.collect.unseen_runs = 0

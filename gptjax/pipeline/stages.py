@@ -24,9 +24,8 @@ from flax import nnx
 
 from baselines import GRADIENT_METHODS, predict_gradient_methods
 from gptjax.collect.checkpoints import params_reader
-from gptjax.collect.curricula import steps_per_run
 from gptjax.collect.generation_eval import make_generation_eval
-from gptjax.collect.runner import CollectSpec, collect, parse_save_steps
+from gptjax.collect.runner import collect
 from gptjax.evaluation import evaluate, mean_trajectory, not_applicable, persistence
 from gptjax.pipeline import config as config_lib
 from gptjax.pipeline import report
@@ -37,30 +36,6 @@ from gptjax.pipeline.workdir import Workdir
 from gptjax.store import Dynamics
 from simulator import fit_or_restore, method_config
 from simulator.features import cached_features
-
-
-def collect_spec(config: ml_collections.ConfigDict) -> CollectSpec:
-    c = config.collect
-    num_steps = steps_per_run(c.subset_size, c.batch_size, c.epochs)
-    return CollectSpec(
-        seed=config.seed,
-        num_runs=c.num_runs,
-        subset_size=c.subset_size,
-        batch_size=c.batch_size,
-        epochs=c.epochs,
-        learning_rate=c.learning_rate,
-        warmup_steps=c.warmup_steps,
-        end_lr_factor=c.end_lr_factor,
-        b1=c.b1,
-        b2=c.b2,
-        eps=c.eps,
-        weight_decay=c.weight_decay,
-        eval_chunk=c.eval_chunk,
-        runs_per_device=c.runs_per_device,
-        save_steps=parse_save_steps(c.save_params, num_steps),
-        save_params_regex=c.save_params_regex,
-        unseen_runs=c.unseen_runs,
-    )
 
 
 def collect_stage(config: ml_collections.ConfigDict, workdir: Workdir, prep: Prepared) -> None:
@@ -78,7 +53,7 @@ def collect_stage(config: ml_collections.ConfigDict, workdir: Workdir, prep: Pre
         )
     collect(
         workdir.runs,
-        collect_spec(config),
+        config_lib.collect_spec(config),
         prep.model,
         prep.pool_tokens.loss_inputs(),
         prep.test_tokens.loss_inputs(),
@@ -170,7 +145,7 @@ def simulate_stage(
             preds[name] = fitted.rollout(dyn.curricula[test], true[:, :start], lr=dyn.lr[test])
             rows[name] = evaluate(preds[name], true, start)
         preds |= _sanity_predictions(y, split, start)
-        for name in ("persistence", "mean_trajectory"):
+        for name in config_lib.SANITY_METHODS:
             rows[name] = evaluate(preds[name], true, start)
         title = f"{metric}: simulators on {len(test)} held-out test runs"
         report.write_metric_table(workdir, "simulators", metric, rows, title)
