@@ -12,12 +12,13 @@ A mistake the user can make (a config key, a value, a file, a path) ends with on
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
+from typing import NoReturn
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
+
+from gptjax.cli import fail, quiet_orbax, run_reporting_errors
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default: workdirs/<config>).")
@@ -27,18 +28,9 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Process count (dis
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (distributed).")
 _DEBUG = flags.DEFINE_bool("debug", False, "Show the traceback of an error.")
 
-# Errors a user's input can cause; anything else is a bug and keeps its traceback.
-USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, TimeoutError, OSError)
 
-
-def _fail(message: str, status: int = 2) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.stderr.flush()
-    if _DISTRIBUTED.present and _DISTRIBUTED.value:
-        # A clean exit would wait in jax.distributed's shutdown barrier for processes that
-        # may be waiting for this one; leave at once (the others see it die).
-        os._exit(status)
-    sys.exit(status)
+def _fail(message: str) -> NoReturn:
+    fail(message, immediate=_DISTRIBUTED.present and _DISTRIBUTED.value)
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -75,29 +67,25 @@ def _config_path(argv: list[str]) -> str:
 def main(argv: list[str]) -> None:
     del argv
     if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.ERROR)  # Orbax logs every checkpoint it opens
-    try:
-        if _DISTRIBUTED.value:
-            import jax
+        quiet_orbax()
+    run_reporting_errors(_run, debug=_DEBUG.value, immediate=_DISTRIBUTED.value)
 
-            jax.distributed.initialize(
-                coordinator_address=_COORDINATOR.value,
-                num_processes=_NUM_PROCESSES.value,
-                process_id=_PROCESS_ID.value,
-            )
-        from gptjax.pipeline import run_pipeline
 
-        workdir = _WORKDIR.value or str(
-            Path("workdirs") / Path(flags.FLAGS["config"].config_filename).stem
+def _run() -> None:
+    if _DISTRIBUTED.value:
+        import jax
+
+        jax.distributed.initialize(
+            coordinator_address=_COORDINATOR.value,
+            num_processes=_NUM_PROCESSES.value,
+            process_id=_PROCESS_ID.value,
         )
-        run_pipeline(_CONFIG.value, workdir)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    except USER_ERRORS as err:
-        if _DEBUG.value:
-            raise
-        _fail(str(err) if not isinstance(err, KeyError) else f"missing key {err}")
+    from gptjax.pipeline import run_pipeline
+
+    workdir = _WORKDIR.value or str(
+        Path("workdirs") / Path(flags.FLAGS["config"].config_filename).stem
+    )
+    run_pipeline(_CONFIG.value, workdir)
 
 
 if __name__ == "__main__":

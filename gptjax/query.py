@@ -17,14 +17,13 @@ import argparse
 import csv
 import io as stdio
 import json
-import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
 
-# Errors a user's input can cause; anything else is a bug and keeps its traceback.
-USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, OSError)
+from gptjax.cli import fail, quiet_orbax, run_reporting_errors
+
 TEXT_WIDTH = 44
 CSV_FIELDS = (
     "query",
@@ -40,15 +39,9 @@ CSV_FIELDS = (
 )
 
 
-def _fail(message: str, status: int = 2) -> NoReturn:
-    print(f"error: {message}", file=sys.stderr)
-    sys.stderr.flush()
-    sys.exit(status)
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line, not argparse's usage block
-        _fail(message)
+        fail(message)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -71,9 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = p.parse_args(argv)
     if args.test is None and args.curriculum is None and not args.mislabels:
-        _fail("nothing to ask: give --test N, --curriculum FILE or --mislabels")
+        fail("nothing to ask: give --test N, --curriculum FILE or --mislabels")
     if args.csv and args.test is None and not args.mislabels:
-        _fail("--csv lists examples: use it with --test or --mislabels")
+        fail("--csv lists examples: use it with --test or --mislabels")
     return args
 
 
@@ -360,18 +353,8 @@ def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from absl import logging
-
-    logging.set_verbosity(logging.ERROR)  # Orbax logs every checkpoint it opens
-    try:
-        run(args)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    except USER_ERRORS as err:
-        if args.debug:
-            raise
-        _fail(str(err) if not isinstance(err, KeyError) else f"missing key {err}")
+    quiet_orbax()
+    run_reporting_errors(lambda: run(args), debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 
 from gptjax import io
+from gptjax.cli import quiet_orbax, run_reporting_errors
 from gptjax.evaluation import KEYS
 from gptjax.pipeline.stages import run_pipeline
 
@@ -103,14 +104,25 @@ def seeds_table(record: dict[str, Any], metric: str = "loss") -> str:
 
 
 def main(argv: list[str]) -> None:
-    from absl import flags, logging
+    from absl import flags
 
     del argv
-    logging.set_verbosity(logging.ERROR)  # Orbax logs every checkpoint it opens
+    quiet_orbax()
     f = flags.FLAGS
-    seeds = [int(s) for s in f.seeds.split(",") if s.strip()]
-    record = run_seeds(_CONFIG.value, seeds, f.workdir)
-    io.atomic_write_json(f.out, record)
+    run_reporting_errors(lambda: _run(f.seeds, f.workdir, f.out), debug=f.debug)
+
+
+def _run(seeds_flag: str, workdir: str, out: str) -> None:
+    try:
+        seeds = [int(s) for s in seeds_flag.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(
+            f"--seeds: {seeds_flag!r} is not a comma-separated list of integers"
+        ) from None
+    if not seeds:
+        raise ValueError("--seeds: give at least one seed")
+    record = run_seeds(_CONFIG.value, seeds, workdir)
+    io.atomic_write_json(out, record)
     print(seeds_table(record), file=sys.stdout)
 
 
@@ -122,5 +134,6 @@ if __name__ == "__main__":
     flags.DEFINE_string("seeds", "0,1,2", "Comma-separated seeds.")
     flags.DEFINE_string("workdir", None, "Folder holding one workdir per seed.")
     flags.DEFINE_string("out", None, "JSON file for every seed's figures and the summary.")
+    flags.DEFINE_bool("debug", False, "Show the traceback of an error.")
     flags.mark_flags_as_required(["config", "workdir", "out"])
     app.run(main)
