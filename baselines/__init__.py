@@ -5,6 +5,7 @@ from baselines.predict import GRADIENT_METHODS, predict_gradient_methods
 from baselines.tracin import (
     checkpoint_schedule,
     self_influence,
+    simulate_from_dots,
     simulate_run,
     simulate_runs,
     tracin_scores,
@@ -17,6 +18,7 @@ __all__ = [
     "checkpoint_schedule",
     "predict_gradient_methods",
     "self_influence",
+    "simulate_from_dots",
     "simulate_run",
     "simulate_runs",
     "tracin_scores",

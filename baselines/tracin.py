@@ -163,6 +163,26 @@ def simulate_run(
     return pred
 
 
+def simulate_from_dots(
+    dots: np.ndarray, lr: np.ndarray, y_given: np.ndarray, start: int = 1
+) -> np.ndarray:
+    """TracIn-CP ("all": every step's own parameters) trajectory [T+1, N] of one run from the
+    inner products recorded during collection (``collect.tracin_dots``): dots [T, N] holds
+    ⟨∇ mean batch loss, ∇ℓ_n⟩ at θ_{t−1}, so the recurrence needs no checkpoint and no
+    gradient here. Same recurrence and arguments as `simulate_run`."""
+    dots = np.asarray(dots, np.float64)
+    lr = np.asarray(lr, np.float64)
+    y_given = np.asarray(y_given, np.float64)
+    num_steps = dots.shape[0]
+    if lr.shape != (num_steps,) or y_given.shape != (start, dots.shape[1]):
+        raise ValueError(f"dots {dots.shape}, lr {lr.shape}, y_given {y_given.shape} disagree")
+    delta = -lr[:, None] * dots
+    pred = np.zeros((num_steps + 1, dots.shape[1]), np.float64)
+    pred[:start] = y_given
+    pred[start:] = y_given[-1] + np.cumsum(delta[start - 1 :], axis=0)
+    return pred
+
+
 def simulate_runs(
     engine: GradientEngine,
     runs: Sequence[int],

@@ -37,7 +37,7 @@ def main() -> None:
     from gptjax import paths
     from gptjax.collect.curricula import draw_curriculum
     from gptjax.collect.runner import CollectSpec, collect
-    from gptjax.collect.train_step import eval_losses, make_schedule
+    from gptjax.collect.train_step import eval_losses, example_losses, make_schedule
     from gptjax.models.config import pythia_style
     from gptjax.models.hf_loading import save_hf_model
     from gptjax.models.tokenizer import load_tokenizer
@@ -81,7 +81,9 @@ def main() -> None:
     graphdef, params = nnx.split(model)
     stacked = jax.tree.map(lambda a: jnp.broadcast_to(a, (k_runs, *a.shape)), params)
     test_j = {k: jnp.asarray(v) for k, v in test.items()}
-    ev = jax.jit(jax.vmap(lambda p: eval_losses(graphdef, p, test_j, 64)))
+    ev = jax.jit(
+        jax.vmap(lambda p: eval_losses(lambda t: example_losses(graphdef, p, t), test_j, 64))
+    )
     jax.block_until_ready(ev(stacked))
     start = time.perf_counter()
     for _ in range(5):

@@ -41,6 +41,8 @@ class RunRecord:
     train_loss: np.ndarray  # float32 [T]
     metrics: dict[str, np.ndarray]  # name -> float32 [T+1, N]
     meta: dict[str, Any]
+    # <grad batch loss, grad test loss_n> before each step (collect.tracin_dots) [T, N]
+    tracin_dots: np.ndarray | None = None
 
     @property
     def valid(self) -> bool:
@@ -58,6 +60,7 @@ class Dynamics:
     valid: np.ndarray  # bool [K]
     subsets: list[np.ndarray]
     meta: list[dict[str, Any]]
+    tracin_dots: np.ndarray | None = None  # float32 [K, T, N] when every run recorded them
 
     @property
     def num_runs(self) -> int:
@@ -79,6 +82,11 @@ def stack_runs(records: list[RunRecord]) -> Dynamics:
         valid=np.array([r.valid for r in records]),
         subsets=[r.subset for r in records],
         meta=[r.meta for r in records],
+        tracin_dots=(
+            np.stack([r.tracin_dots for r in records])
+            if all(r.tracin_dots is not None for r in records)
+            else None
+        ),
     )
 
 
@@ -93,6 +101,8 @@ def encode_run(record: RunRecord) -> bytes:
     }
     for name, values in record.metrics.items():
         arrays[f"metric/{name}"] = np.asarray(values, np.float32)
+    if record.tracin_dots is not None:
+        arrays["tracin_dots"] = np.asarray(record.tracin_dots, np.float32)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     return buffer.getvalue()
@@ -111,6 +121,7 @@ def decode_run(path: str | os.PathLike) -> RunRecord:
                 train_loss=z["train_loss"],
                 metrics=metrics,
                 meta=json.loads(z["meta"].tobytes().decode()),
+                tracin_dots=z["tracin_dots"] if "tracin_dots" in z.files else None,
             )
     except Exception as err:  # OSError, ValueError, KeyError, zipfile.BadZipFile, ...
         raise ValueError(f"{path}: not a readable run file ({err})") from err

@@ -7,12 +7,11 @@ are reproducible and independent of how runs are grouped.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import numpy as np
-from flax import nnx
 
 from gptjax.models.generate import generate
 from gptjax.models.tokenizer import Tokenizer
@@ -30,7 +29,8 @@ def make_generation_eval(
     temperature: float = 0.0,
     top_p: float = 1.0,
 ):
-    """extra_eval(graphdef, stacked_params [G, ...], step, runs) -> {bleu, rougeL: [G, N]}.
+    """extra_eval(model_of, step, runs) -> {bleu, rougeL: [G, N]}; model_of(i) is the model of
+    runs[i] (see `gptjax.collect.runner.ExtraEval`).
 
     references[n]: the reference texts of test example n. temperature 0 decodes greedily.
     """
@@ -41,11 +41,10 @@ def make_generation_eval(
     references = [list(r) for r in references]
     root = jax.random.key(seed)
 
-    def evaluate(graphdef: nnx.GraphDef, stacked: Any, step: int, runs: list[int]):
-        host = jax.device_get(stacked)
+    def evaluate(model_of: Callable[[int], Any], step: int, runs: list[int]):
         scores: dict[str, list[np.ndarray]] = {"bleu": [], "rougeL": []}
         for i, run in enumerate(runs):
-            model = nnx.merge(graphdef, jax.tree.map(lambda a, i=i: a[i], host))
+            model = model_of(i)
             key = jax.random.fold_in(jax.random.fold_in(root, run), step)
             out = generate(
                 model,

@@ -16,7 +16,7 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
-from gptjax.collect.train_step import make_optimizer, make_update
+from gptjax.collect.train_step import Objective, make_optimizer, make_update
 from gptjax.models.transformer import Transformer
 from gptjax.tasks.tokenize import TOKEN_FIELDS
 
@@ -38,11 +38,12 @@ def pretrain_base(
     )
     data = {k: jnp.asarray(tokens[k]) for k in TOKEN_FIELDS}
 
-    update = make_update(graphdef, optimizer)
+    update = make_update(Objective(graphdef), optimizer)
 
     @jax.jit
     def step(params, opt_state, ids):
-        params, opt_state, loss, _ = update(params, opt_state, jax.tree.map(lambda a: a[ids], data))
+        batch = jax.tree.map(lambda a: a[ids], data)
+        params, opt_state, loss, _, _ = update(params, opt_state, batch)
         return params, opt_state, loss
 
     opt_state = optimizer.init(params)

@@ -15,6 +15,7 @@ import dataclasses
 import shutil
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import jax
@@ -29,9 +30,12 @@ from tqdm.auto import tqdm
 from gptjax.collect.checkpoints import filter_params
 from gptjax.collect.curricula import draw_curriculum, steps_per_run
 from gptjax.collect.train_step import (
+    COMPUTE_DTYPES,
+    RESIDUAL,
+    Objective,
     eval_losses,
     make_optimizer,
-    make_run_step,
+    make_run_block,
     make_schedule,
 )
 from gptjax.models.checkpoint import this_process_only
@@ -39,8 +43,9 @@ from gptjax.models.transformer import Transformer
 from gptjax.store import RunRecord, RunStore
 from gptjax.tasks.tokenize import TOKEN_FIELDS
 
-# extra_eval(graphdef, stacked_params, step, runs) -> {metric name: float32 [G, N]}
-ExtraEval = Callable[[nnx.GraphDef, Any, int, list[int]], dict[str, np.ndarray]]
+# extra_eval(model_of, step, runs) -> {metric name: float32 [G, N]}, where model_of(i) is the
+# model of row i of the group (runs[i]) after `step` steps.
+ExtraEval = Callable[[Callable[[int], Transformer], int, list[int]], dict[str, np.ndarray]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +70,33 @@ class CollectSpec:
     save_steps: tuple[int, ...] = ()  # steps whose parameters are checkpointed (TracIn)
     save_params_regex: str = ""  # only parameters whose path matches ("" = all)
     unseen_runs: int = 0  # the last `unseen_runs` runs also draw from the unseen pool
+    # Partial fine-tuning: train only the top k blocks and the final norm (0 = every
+    # parameter, the default and the paper's protocol). The frozen blocks' output for every
+    # pool and test example is computed once and cached, so a step costs the top k blocks.
+    train_layers: int = 0
+    eval_every: int = 1  # test losses after steps m, 2m, ..., T (and 0); NaN at the others
+    compute_dtype: str = "float32"  # or bfloat16: activations and matmuls; fp32 master weights
+    # Record <grad of the batch loss, grad of each test loss> before every step (TracIn-CP at
+    # every step, exact, with no checkpoint stored): one forward-mode pass per step.
+    tracin_dots: bool = False
+
+    def __post_init__(self):
+        checks = [
+            (self.train_layers >= 0, "collect.train_layers must be >= 0"),
+            (self.eval_every >= 1, "collect.eval_every must be >= 1"),
+            (
+                self.compute_dtype in COMPUTE_DTYPES,
+                f"collect.compute_dtype must be one of {sorted(COMPUTE_DTYPES)}",
+            ),
+            (
+                not (self.train_layers and self.save_steps),
+                "collect.save_params must be none with collect.train_layers > 0 (TracIn-CP "
+                "then comes from collect.tracin_dots = True, which stores no checkpoint)",
+            ),
+        ]
+        problems = [why for ok, why in checks if not ok]
+        if problems:
+            raise ValueError("; ".join(problems))
 
     @property
     def num_steps(self) -> int:
@@ -146,6 +178,69 @@ class _CheckpointWriter:
             self.store.record_checkpoints(run, list(self.spec.save_steps))
 
 
+def split_trained(model: Transformer, train_layers: int) -> tuple[nnx.GraphDef, Any, Any, int]:
+    """(graphdef, trained params, frozen params or None, first trained block) of ``model``
+    fine-tuned in its top ``train_layers`` blocks and final norm (0: every parameter)."""
+    num_layers = model.config.num_layers
+    if not train_layers:
+        graphdef, params = nnx.split(model)
+        return graphdef, params, None, 0
+    if train_layers >= num_layers:
+        raise ValueError(
+            f"collect.train_layers ({train_layers}) must be below the model's {num_layers} "
+            "layers (0 fine-tunes every parameter)"
+        )
+    first = num_layers - train_layers
+
+    def trained(path, _value):
+        return path[0] == "final_norm" or (path[0] == "layers" and int(path[1]) >= first)
+
+    graphdef, params, frozen = nnx.split(model, trained, ...)
+    return graphdef, params, frozen, first
+
+
+def cached_residuals(
+    model: Transformer, tokens: dict[str, jax.Array], first_layer: int, chunk: int
+) -> dict[str, jax.Array]:
+    """``tokens`` with input_ids replaced by the frozen prefix's output (`RESIDUAL`), computed
+    once, ``chunk`` examples at a time."""
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def prefix(state, ids, mask):
+        return nnx.merge(graphdef, state).residual_after(ids, mask, first_layer)
+
+    ids, mask = np.asarray(tokens["input_ids"]), np.asarray(tokens["attention_mask"])
+    parts = [
+        prefix(state, ids[i : i + chunk], mask[i : i + chunk]) for i in range(0, len(ids), chunk)
+    ]
+    out = {k: v for k, v in tokens.items() if k != "input_ids"}
+    out[RESIDUAL] = jnp.concatenate(parts)
+    return out
+
+
+def row_model(graphdef: nnx.GraphDef, stacked: Any, frozen: Any, i: int) -> Transformer:
+    """The model of row i of a group's stacked trained parameters (frozen ones added)."""
+    host = jax.device_get(jax.tree.map(lambda a: a[i], stacked))
+    return nnx.merge(graphdef, host, *([] if frozen is None else [frozen]))
+
+
+def step_blocks(spec: CollectSpec, extra_every: int) -> list[tuple[int, int, bool]]:
+    """(first step, last step, evaluate) of each block of steps run in one jitted call: a
+    block ends where the test losses are evaluated (every ``eval_every`` steps and at T),
+    where parameters are saved, and where the extra evaluation runs."""
+    num_steps = spec.num_steps
+    ends = {t for t in range(1, num_steps + 1) if t % spec.eval_every == 0} | {num_steps}
+    ends |= {t for t in spec.save_steps if t > 0}
+    if extra_every:
+        ends |= {t for t in range(1, num_steps + 1) if t % extra_every == 0}
+    blocks, first = [], 1
+    for end in sorted(ends):
+        blocks.append((first, end, end % spec.eval_every == 0 or end == num_steps))
+        first = end + 1
+    return blocks
+
+
 def collect(
     runs_store: RunStore,
     spec: CollectSpec,
@@ -169,7 +264,8 @@ def collect(
     optimizer = make_optimizer(
         schedule, b1=spec.b1, b2=spec.b2, eps=spec.eps, weight_decay=spec.weight_decay
     )
-    graphdef, base_params = nnx.split(base_model)
+    graphdef, base_params, frozen, first_layer = split_trained(base_model, spec.train_layers)
+    objective = Objective(graphdef, first_layer, spec.compute_dtype)
     pool = {k: jnp.asarray(pool_tokens[k]) for k in TOKEN_FIELDS}
     test = {k: jnp.asarray(test_tokens[k]) for k in TOKEN_FIELDS}
     num_test = test["input_ids"].shape[0]
@@ -193,18 +289,40 @@ def collect(
     if not todo:
         return []
 
-    step_fn = make_run_step(graphdef, optimizer, spec.eval_chunk)
-    sharded_step = jax.jit(
-        jax.shard_map(
-            jax.vmap(step_fn, in_axes=(0, 0, 0, 0, None, None)),
-            mesh=mesh,
-            in_specs=(P("runs"), P("runs"), P("runs"), P("runs"), P(), P()),
-            out_specs=P("runs"),
-        ),
-        donate_argnums=(0, 1),
-    )
+    if first_layer:
+        pool = cached_residuals(base_model, pool, first_layer, spec.eval_chunk)
+        test = cached_residuals(base_model, test, first_layer, spec.eval_chunk)
+    replicated = NamedSharding(mesh, P())
+    pool, test, frozen = jax.device_put((pool, test, frozen), replicated)
+
+    extra_every = max(extra_eval_every, 1) if extra_eval is not None else 0
+    blocks = step_blocks(spec, extra_every)
+    compiled: dict[tuple[int, bool], Callable] = {}
+
+    def block_fn(length: int, evaluate: bool) -> Callable:
+        if (length, evaluate) not in compiled:
+            fn = make_run_block(
+                objective,
+                optimizer,
+                spec.eval_chunk,
+                evaluate=evaluate,
+                tracin_dots=spec.tracin_dots,
+            )
+            compiled[length, evaluate] = jax.jit(
+                jax.shard_map(
+                    jax.vmap(fn, in_axes=(0, 0, 0, 0, None, None, None)),
+                    mesh=mesh,
+                    in_specs=(P("runs"),) * 4 + (P(),) * 3,
+                    out_specs=P("runs"),
+                ),
+                donate_argnums=(0, 1),
+            )
+        return compiled[length, evaluate]
+
     initial = np.asarray(
-        jax.jit(lambda p: eval_losses(graphdef, p, test, spec.eval_chunk))(base_params)
+        jax.jit(lambda p, f, t: eval_losses(lambda b: objective(p, f, b), t, spec.eval_chunk))(
+            base_params, frozen, test
+        )
     )
     runs_sharding = NamedSharding(mesh, P("runs"))
     tokens_per_step = (
@@ -247,36 +365,50 @@ def collect(
         writer = _CheckpointWriter(runs_store, missing, spec) if spec.save_steps else None
         if writer and 0 in spec.save_steps:
             writer.save(params, 0, group)
+
         y = np.full((group_size, num_steps + 1, num_test), np.nan, np.float32)
         y[:, 0] = initial
+        dots = (
+            np.full((group_size, num_steps, num_test), np.nan, np.float32)
+            if spec.tracin_dots
+            else None
+        )
         extra: dict[str, np.ndarray] = {}
         if extra_eval is not None:
-            for name, values in extra_eval(graphdef, params, 0, runs).items():
+            initial_models = partial(row_model, graphdef, params, frozen)
+            for name, values in extra_eval(initial_models, 0, runs).items():
                 extra[name] = np.full((group_size, num_steps + 1, num_test), np.nan, np.float32)
                 extra[name][:, 0] = values
         train_loss = np.zeros((group_size, num_steps), np.float32)
         alive_host = np.ones(group_size, bool)
         failed_step = np.full(group_size, -1)
-        for t in range(1, num_steps + 1):
-            ids = jax.device_put(jnp.asarray(curricula[:, t - 1]), runs_sharding)
-            params, opt_state, alive, loss, losses = sharded_step(
-                params, opt_state, alive, ids, pool, test
-            )
-            alive_now = np.asarray(alive)
-            failed_step[alive_host & ~alive_now] = t
-            alive_host = alive_now
-            train_loss[:, t - 1] = np.asarray(loss)
-            y[:, t] = np.asarray(losses)
-            if extra_eval is not None and (t % extra_eval_every == 0 or t == num_steps):
-                for name, values in extra_eval(graphdef, params, t, runs).items():
-                    extra[name][:, t] = np.where(alive_host[:, None], values, np.nan)
-            if writer and t in spec.save_steps:
-                writer.save(params, t, group)
+        for first, last, evaluate in blocks:
+            ids = jax.device_put(jnp.asarray(curricula[:, first - 1 : last]), runs_sharding)
+            params, opt_state, alive, loss, alive_steps, block_dots, losses = block_fn(
+                last - first + 1, evaluate
+            )(params, opt_state, alive, ids, pool, test, frozen)
+            alive_steps = np.asarray(alive_steps)  # [G, S]: one copy to the host per block
+            for s in range(alive_steps.shape[1]):
+                now = alive_steps[:, s]
+                failed_step[alive_host & ~now] = first + s
+                alive_host = alive_host & now
+            train_loss[:, first - 1 : last] = np.asarray(loss)
+            if evaluate:
+                y[:, last] = np.asarray(losses)
+            if dots is not None:
+                dots[:, first - 1 : last] = np.asarray(block_dots)
+            if extra_eval is not None and (last % extra_every == 0 or last == num_steps):
+                for name, values in extra_eval(
+                    partial(row_model, graphdef, params, frozen), last, runs
+                ).items():
+                    extra[name][:, last] = np.where(alive_host[:, None], values, np.nan)
+            if writer and last in spec.save_steps:
+                writer.save(params, last, group)
             elapsed = time.perf_counter() - t_start
-            bar.update(1)
+            bar.update(last - first + 1)
             bar.set_postfix(
                 runs=f"{group[0]}-{group[-1]}/{spec.num_runs}",
-                tok_s=f"{tokens_per_step * group_size * t / elapsed:,.0f}",
+                tok_s=f"{tokens_per_step * group_size * last / elapsed:,.0f}",
             )
         if writer:
             writer.close()
@@ -308,7 +440,15 @@ def collect(
                 bytes_per_checkpoint=writer.bytes_per_checkpoint if writer else 0,
             )
             metrics = {"loss": y[i]} | {name: v[i] for name, v in extra.items()}
-            record = RunRecord(curricula[i], subsets[i], lrs, train_loss[i], metrics, run_meta)
+            record = RunRecord(
+                curricula[i],
+                subsets[i],
+                lrs,
+                train_loss[i],
+                metrics,
+                run_meta,
+                tracin_dots=None if dots is None else dots[i],
+            )
             runs_store.write(run, record)
             runs_store.write_timing(run, {"wall_s": wall, "group": group, "devices": len(devices)})
             written.append(run)

@@ -1,12 +1,15 @@
 """Pure, jittable fine-tuning and evaluation steps of one run; `collect` vmaps and shards them.
 
-State is an nnx.State of parameters plus an optax state; the model is rebuilt from a fixed
-graphdef inside the step (nnx.merge), so the step is a function of arrays only and can be
-vmapped over stacked runs.
+State is an nnx.State of the trained parameters plus an optax state; the model is rebuilt
+from a fixed graphdef inside the step (nnx.merge), so the step is a function of arrays only
+and can be vmapped over stacked runs. With partial fine-tuning the frozen parameters are a
+second, unstacked argument, and the examples carry the frozen prefix's cached output
+(``tokens[RESIDUAL]``) in place of their input ids.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +18,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from gptjax.models.losses import per_example_loss
+from gptjax.models.losses import per_example_loss, per_example_loss_from
 from gptjax.tasks.tokenize import TOKEN_FIELDS
 
 
@@ -38,60 +41,131 @@ def make_optimizer(
     return optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
 
 
+RESIDUAL = "residual"  # the cached residual stream entering the first trained block
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def cast_floats(tree: Any, dtype: Any) -> Any:
+    """Floating leaves of ``tree`` as ``dtype`` (differentiable: the gradient flows back to the
+    float32 master copy)."""
+    return jax.tree.map(
+        lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """Per-example target losses of a run: ``objective(params, frozen, tokens) -> [B]``.
+
+    first_layer: 0 for full fine-tuning; k > 0 when blocks below k (and the embedding) are
+    frozen, ``params`` holds the rest, ``frozen`` the frozen part, and ``tokens[RESIDUAL]``
+    the residual stream after block k-1. compute_dtype: the dtype of parameters and
+    activations in the forward and backward passes (the master weights stay float32; logits
+    and losses are float32).
+    """
+
+    graphdef: nnx.GraphDef
+    first_layer: int = 0
+    compute_dtype: str = "float32"
+
+    def __call__(self, params: Any, frozen: Any, tokens: dict[str, jax.Array]) -> jax.Array:
+        states = (params,) if frozen is None else (params, frozen)
+        if self.compute_dtype != "float32":
+            dtype = COMPUTE_DTYPES[self.compute_dtype]
+            states = cast_floats(states, dtype)
+            if RESIDUAL in tokens:
+                tokens = {**tokens, RESIDUAL: tokens[RESIDUAL].astype(dtype)}
+        model = nnx.merge(self.graphdef, *states)
+        if self.first_layer:
+            rest = (tokens[k] for k in TOKEN_FIELDS[1:])
+            return per_example_loss_from(model, self.first_layer, tokens[RESIDUAL], *rest)
+        return per_example_loss(model, *(tokens[k] for k in TOKEN_FIELDS))
+
+
 def example_losses(graphdef: nnx.GraphDef, params: Any, tokens: dict[str, jax.Array]) -> jax.Array:
-    model = nnx.merge(graphdef, params)
-    return per_example_loss(model, *(tokens[k] for k in TOKEN_FIELDS))
+    """Per-example target losses [B] of the full model ``nnx.merge(graphdef, params)``."""
+    return Objective(graphdef)(params, None, tokens)
 
 
 def eval_losses(
-    graphdef: nnx.GraphDef, params: Any, test_tokens: dict[str, jax.Array], chunk: int
+    losses_of: Callable[[dict[str, jax.Array]], jax.Array],
+    test_tokens: dict[str, jax.Array],
+    chunk: int,
 ) -> jax.Array:
-    """Per-example target loss of every test example, [N], evaluated `chunk` at a time."""
-    n = test_tokens["input_ids"].shape[0]
+    """``losses_of(tokens) -> [B]`` over every test example, [N], `chunk` at a time."""
+    n = next(iter(test_tokens.values())).shape[0]
     if n <= chunk:
-        return example_losses(graphdef, params, test_tokens)
+        return losses_of(test_tokens)
     pad = -n % chunk
     padded = jax.tree.map(lambda a: jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)), test_tokens)
     blocks = jax.tree.map(lambda a: a.reshape(-1, chunk, *a.shape[1:]), padded)
-    losses = jax.lax.map(lambda blk: example_losses(graphdef, params, blk), blocks)
-    return losses.reshape(-1)[:n]
+    return jax.lax.map(losses_of, blocks).reshape(-1)[:n]
 
 
-def make_update(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation) -> Callable:
-    """update(params, opt_state, batch) -> (params, opt_state, loss, finite): one optimiser
-    step on the mean target loss of ``batch``; ``finite`` says the loss and the gradient
-    norm were finite. The one training step of collection and of base-model pretraining."""
+def make_update(objective: Objective, optimizer: optax.GradientTransformation) -> Callable:
+    """update(params, opt_state, batch, frozen=None) -> (params, opt_state, loss, finite,
+    grads): one optimiser step on the mean target loss of ``batch``; ``finite`` says the loss
+    and the gradient norm were finite; ``grads`` are taken before the step. The one training
+    step of collection and of base-model pretraining."""
 
-    def update(params, opt_state, batch):
-        loss, grads = jax.value_and_grad(lambda p: example_losses(graphdef, p, batch).mean())(
-            params
-        )
+    def update(params, opt_state, batch, frozen=None):
+        loss, grads = jax.value_and_grad(lambda p: objective(p, frozen, batch).mean())(params)
         finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss, finite
+        return optax.apply_updates(params, updates), opt_state, loss, finite, grads
 
     return update
 
 
-def make_run_step(
-    graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, eval_chunk: int
+def make_run_block(
+    objective: Objective,
+    optimizer: optax.GradientTransformation,
+    eval_chunk: int,
+    *,
+    evaluate: bool = True,
+    tracin_dots: bool = False,
 ) -> Callable:
-    """step(params, opt_state, alive, batch_ids, pool_tokens, test_tokens) for ONE run.
+    """block(params, opt_state, alive, batch_ids [S, B], pool, test, frozen) for ONE run: S
+    optimiser steps in one ``lax.scan`` (no host round trip between them), then, when
+    ``evaluate``, the target loss of every test example.
 
-    Returns (params, opt_state, alive, train_loss, test_losses [N]). A run whose training
+    Returns (params, opt_state, alive, train_loss [S], alive_after [S], dots [S, N] or None,
+    test_losses [N] or None). ``dots[s]`` (with ``tracin_dots``) is ⟨∇ mean batch loss,
+    ∇ℓ_n⟩ at the parameters before step s, for every test example n at once: one
+    forward-mode derivative of the test losses along the batch gradient — exactly the inner
+    products TracIn-CP needs at every step, with no checkpoint stored. A run whose training
     loss, gradient norm or evaluation becomes non-finite is marked dead from that step on,
     and its values read NaN. Runs in a vmapped group are independent, so a dead run cannot
-    affect the others and its parameters need not be frozen (freezing would cost two extra
-    passes over every parameter and optimiser state per step).
+    affect the others and its parameters need not be frozen.
     """
+    update = make_update(objective, optimizer)
 
-    update = make_update(graphdef, optimizer)
+    def test_losses(params, frozen, test):
+        return eval_losses(lambda t: objective(params, frozen, t), test, eval_chunk)
 
-    def step(params, opt_state, alive, batch_ids, pool_tokens, test_tokens):
-        batch = jax.tree.map(lambda a: a[batch_ids], pool_tokens)
-        params, opt_state, loss, finite = update(params, opt_state, batch)
-        test_losses = eval_losses(graphdef, params, test_tokens, eval_chunk)
-        alive = alive & finite & jnp.all(jnp.isfinite(test_losses))
-        return params, opt_state, alive, loss, jnp.where(alive, test_losses, jnp.nan)
+    def block(params, opt_state, alive, batch_ids, pool, test, frozen):
+        def one_step(carry, ids):
+            params, opt_state, alive = carry
+            batch = jax.tree.map(lambda a: a[ids], pool)
+            before = params
+            params, opt_state, loss, finite, grads = update(params, opt_state, batch, frozen)
+            dots = None
+            if tracin_dots:
+                _, dots = jax.jvp(lambda p: test_losses(p, frozen, test), (before,), (grads,))
+                finite = finite & jnp.all(jnp.isfinite(dots))
+                dots = jnp.where(alive & finite, dots, jnp.nan)
+            alive = alive & finite
+            return (params, opt_state, alive), (loss, alive, dots)
 
-    return step
+        (params, opt_state, alive), (loss, alive_after, dots) = jax.lax.scan(
+            one_step, (params, opt_state, alive), batch_ids
+        )
+        losses = None
+        if evaluate:
+            losses = test_losses(params, frozen, test)
+            alive = alive & jnp.all(jnp.isfinite(losses))
+            losses = jnp.where(alive, losses, jnp.nan)
+            alive_after = alive_after.at[-1].set(alive)
+        return params, opt_state, alive, loss, alive_after, dots, losses
+
+    return block

@@ -21,6 +21,10 @@ def target_log_probs(
 ) -> jax.Array:
     """Per-token cross-entropy [B, S] of target_ids predicted at positions target_pos."""
     hidden, _ = model(input_ids, attention_mask=attention_mask)
+    return _target_cross_entropy(model, hidden, target_pos, target_ids)
+
+
+def _target_cross_entropy(model, hidden, target_pos, target_ids):
     gathered = jnp.take_along_axis(hidden, target_pos[..., None], axis=1)
     logits = model.unembed(gathered).astype(jnp.float32)
     return optax.softmax_cross_entropy_with_integer_labels(logits, target_ids)
@@ -36,6 +40,22 @@ def per_example_loss(
 ) -> jax.Array:
     """Mean cross-entropy over each example's target tokens, shape [B]."""
     ce = target_log_probs(model, input_ids, attention_mask, target_pos, target_ids)
+    return masked_token_mean(ce, target_mask)
+
+
+def per_example_loss_from(
+    model: Transformer,
+    first_layer: int,
+    residual: jax.Array,
+    attention_mask: jax.Array,
+    target_pos: jax.Array,
+    target_ids: jax.Array,
+    target_mask: jax.Array,
+) -> jax.Array:
+    """`per_example_loss` from the residual stream entering block ``first_layer`` (the
+    cached output of a frozen prefix, `Transformer.residual_after`), shape [B]."""
+    hidden = model.forward_from(residual, first_layer, attention_mask)
+    ce = _target_cross_entropy(model, hidden, target_pos, target_ids)
     return masked_token_mean(ce, target_mask)
 
 

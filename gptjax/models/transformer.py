@@ -190,7 +190,33 @@ class Transformer(nnx.Module):
         keys without a cache, [B, S] over the cache slots with one. With a cache, the L new
         tokens are written at slots cache_index.. and attend causally to every earlier slot.
         """
-        b, length = tokens.shape
+        rope, mask = self._attention_inputs(
+            tokens.shape, positions, attention_mask, cache, cache_index
+        )
+        x, new_cache = self._blocks(self.embed(tokens), rope, mask, cache, cache_index, 0)
+        return self.final_norm(x), new_cache
+
+    def residual_after(
+        self, tokens: jax.Array, attention_mask: jax.Array, num_layers: int
+    ) -> jax.Array:
+        """The residual stream [B, L, D] after the first ``num_layers`` blocks (no final norm):
+        what a partially fine-tuned model's frozen prefix computes, cached once per example."""
+        rope, mask = self._attention_inputs(tokens.shape, None, attention_mask, None, None)
+        x, _ = self._blocks(self.embed(tokens), rope, mask, None, None, 0, num_layers)
+        return x
+
+    def forward_from(
+        self, residual: jax.Array, first_layer: int, attention_mask: jax.Array
+    ) -> jax.Array:
+        """Final-norm hidden states [B, L, D] from the residual stream entering block
+        ``first_layer`` (see `residual_after`); `__call__` is forward_from(embed(tokens), 0)."""
+        shape = residual.shape[:2]
+        rope, mask = self._attention_inputs(shape, None, attention_mask, None, None)
+        x, _ = self._blocks(residual, rope, mask, None, None, first_layer)
+        return self.final_norm(x)
+
+    def _attention_inputs(self, shape, positions, attention_mask, cache, cache_index):
+        b, length = shape
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(length), (b, length))
         if cache is None:
@@ -205,13 +231,18 @@ class Transformer(nnx.Module):
             bool
         )
         rope = rotary_tables(positions, self.config.rotary_dim, self.config.rope_theta)
-        x = self.embed(tokens)
+        return rope, mask
+
+    def _blocks(self, x, rope, mask, cache, cache_index, first, stop=None):
         new_cache = [] if cache is not None else None
-        for i, layer in enumerate(self.layers):
-            x, layer_cache = layer(x, rope, mask, None if cache is None else cache[i], cache_index)
+        stop = len(self.layers) if stop is None else stop
+        for i in range(first, stop):
+            x, layer_cache = self.layers[i](
+                x, rope, mask, None if cache is None else cache[i], cache_index
+            )
             if new_cache is not None:
                 new_cache.append(layer_cache)
-        return self.final_norm(x), new_cache
+        return x, new_cache
 
     def unembed(self, hidden: jax.Array) -> jax.Array:
         flat = hidden.reshape(-1, hidden.shape[-1])  # one contracting dim in the backward

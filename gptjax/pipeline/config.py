@@ -390,9 +390,17 @@ def _method_errors(c: ml_collections.ConfigDict) -> list[str]:
     if c.collect.subset_size > 0 and c.collect.batch_size > 0 and c.collect.epochs > 0:
         steps = steps_per_run(c.collect.subset_size, c.collect.batch_size, c.collect.epochs)
         try:
-            parse_save_steps(c.collect.save_params, steps)
+            collect_spec(c)  # CollectSpec checks its own fields (and save_params parses)
         except ValueError as err:
             errors.append(f"config key {str(err)}")
+    every = c.collect.eval_every
+    for section in ("gptfluence", "simfluence"):
+        observe = c.simulator[section].observe_every
+        if every >= 1 and observe % every:
+            errors.append(
+                f"config key 'simulator.{section}.observe_every' ({observe}) must be a multiple "
+                f"of collect.eval_every ({every}): the runs hold test losses at those steps only"
+            )
     for name in names_in(c.simulator.models):
         if name not in SIMULATORS:
             errors.append(
@@ -411,6 +419,19 @@ def _method_errors(c: ml_collections.ConfigDict) -> list[str]:
     if unknown:
         errors.append(
             f"config key 'baselines.methods': unknown {unknown}; known: {', '.join(known)}"
+        )
+    wants_checkpoints = [
+        m for m in names_in(c.baselines.methods) if m in GRADIENT_METHODS and m != "tracin_cp_all"
+    ]
+    if (
+        c.collect.train_layers
+        and (wants_checkpoints or not c.collect.tracin_dots)
+        and any(m in GRADIENT_METHODS for m in names_in(c.baselines.methods))
+    ):
+        errors.append(
+            "config key 'baselines.methods': with collect.train_layers > 0 no checkpoints are "
+            "saved; the gradient methods available are tracin_cp_all with collect.tracin_dots "
+            f"= True (asked for: {', '.join(m for m in names_in(c.baselines.methods))})"
         )
     if c.baselines.num_checkpoints < 1:
         errors.append("config key 'baselines.num_checkpoints' must be >= 1")

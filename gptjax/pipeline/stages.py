@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from baselines import GRADIENT_METHODS, predict_gradient_methods
+from baselines import GRADIENT_METHODS, predict_gradient_methods, simulate_from_dots
 from gptjax.collect.checkpoints import params_reader
 from gptjax.collect.generation_eval import make_generation_eval
 from gptjax.collect.runner import collect
@@ -198,6 +198,21 @@ def baselines_stage(
             elif metric != bc.loss_metric:
                 rows[method] = not_applicable()
         results[metric] = rows
+    if "tracin_cp_all" in grad_methods and dyn.tracin_dots is not None:
+        # Recorded during collection: no checkpoint read, no gradient taken.
+        y = dyn.metrics[bc.loss_metric]
+        t0 = time.perf_counter()
+        pred = np.stack(
+            [
+                simulate_from_dots(dyn.tracin_dots[k], dyn.lr[k], y[k, :start], start)
+                for k in split["test"]
+            ]
+        )
+        results[bc.loss_metric]["tracin_cp_all"] = evaluate(pred, y[split["test"]], start) | {
+            "seconds": time.perf_counter() - t0
+        }
+        predictions[f"{bc.loss_metric}__tracin_cp_all"] = pred
+        grad_methods.remove("tracin_cp_all")
     if grad_methods:
         params_at, saved_steps = params_reader(workdir.runs, prep.model)
         y = dyn.metrics[bc.loss_metric]
@@ -222,6 +237,8 @@ def baselines_stage(
         for method, (pred, seconds) in predicted.items():
             rows[method] = evaluate(pred, true, start) | {"seconds": seconds}
             predictions[f"{bc.loss_metric}__{method}"] = pred
+    if bc.loss_metric in results:
+        rows = results[bc.loss_metric]
         results[bc.loss_metric] = {m: rows[m] for m in methods if m in rows}  # config order
     header = (
         f"## Baselines on {len(split['test'])} held-out test runs (steps {start}..T scored; "

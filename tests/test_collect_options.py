@@ -1,0 +1,248 @@
+"""Collection options that do less work: partial fine-tuning over a cached frozen prefix,
+evaluation every m steps, bf16 compute, and TracIn inner products recorded during collection.
+Each is checked against a plain computation that does the full work."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from baselines import GradConfig, GradientEngine, checkpoint_schedule, simulate_from_dots
+from baselines.grads import as_batch
+from baselines.tracin import engine_scorer, simulate_run
+from gptjax.collect.curricula import draw_curriculum
+from gptjax.collect.runner import CollectSpec, collect, split_trained, step_blocks
+from gptjax.collect.train_step import example_losses, make_optimizer, make_schedule
+from gptjax.models.config import pythia_style
+from gptjax.models.transformer import init_model
+from gptjax.store import RunStore
+
+POOL, TEST, LEN, TARGET, VOCAB = 24, 6, 12, 3, 61
+
+
+def tokens(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    lengths = rng.integers(TARGET + 2, LEN + 1, size=n)
+    ids = rng.integers(1, VOCAB, size=(n, LEN)).astype(np.int32)
+    mask = (np.arange(LEN)[None] < lengths[:, None]).astype(np.int32)
+    ids = ids * mask
+    pos = (lengths[:, None] - TARGET - 1 + np.arange(TARGET)[None]).astype(np.int32)
+    target_ids = np.take_along_axis(ids, pos + 1, axis=1)
+    target_mask = np.ones((n, TARGET), np.float32)
+    target_mask[::3, -1] = 0.0  # some examples with a shorter target
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "target_pos": pos,
+        "target_ids": target_ids,
+        "target_mask": target_mask,
+    }
+
+
+@pytest.fixture(scope="module")
+def setup():
+    cfg = dataclasses.replace(
+        pythia_style(),
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_layers=3,
+        num_heads=4,
+        intermediate_size=64,
+    )
+    rng = np.random.default_rng(0)
+    return init_model(cfg, seed=1), tokens(rng, POOL), tokens(rng, TEST)
+
+
+def spec(**overrides) -> CollectSpec:
+    base = dict(
+        seed=3,
+        num_runs=3,
+        subset_size=8,
+        batch_size=2,
+        epochs=2,
+        learning_rate=3e-3,
+        runs_per_device=2,
+        eval_chunk=4,
+    )
+    return CollectSpec(**(base | overrides))
+
+
+def collected(tmp_path, model, pool, test, name, **overrides):
+    s = spec(**overrides)
+    store = RunStore(tmp_path / name)
+    collect(store, s, model, pool, test, pool_size=POOL, progress=False)
+    return s, store.load(s.num_runs)
+
+
+def reference_run(model, pool, test, s: CollectSpec, run: int, trained_from: int) -> np.ndarray:
+    """One run, one step at a time, on the whole model from input ids: the gradient of every
+    parameter below block ``trained_from`` (and the embedding) is masked out of AdamW."""
+    graphdef, params = nnx.split(model)
+    schedule = make_schedule(s.learning_rate, s.num_steps, s.warmup_steps, s.end_lr_factor)
+    adamw = make_optimizer(schedule, b1=s.b1, b2=s.b2, eps=s.eps, weight_decay=s.weight_decay)
+
+    def trained(path) -> bool:
+        if not trained_from:
+            return True
+        return path[0] == "final_norm" or (path[0] == "layers" and int(path[1]) >= trained_from)
+
+    mask = nnx.State.from_flat_path(
+        {path: trained(path) for path, _ in nnx.to_flat_state(params)}
+    ).to_pure_dict()
+    optimizer = optax.masked(adamw, mask)
+    params = params.to_pure_dict()
+    state = optimizer.init(params)
+    pool_j = {k: jnp.asarray(v) for k, v in pool.items()}
+    test_j = {k: jnp.asarray(v) for k, v in test.items()}
+
+    def losses(p, batch):
+        return example_losses(graphdef, nnx.State(p), batch)
+
+    _, curriculum = draw_curriculum(
+        s.seed,
+        run,
+        candidates=np.arange(POOL),
+        subset_size=s.subset_size,
+        batch_size=s.batch_size,
+        epochs=s.epochs,
+    )
+    y = [np.asarray(losses(params, test_j))]
+    for ids in curriculum:
+        batch = jax.tree.map(lambda a, ids=ids: a[ids], pool_j)
+        grads = jax.grad(lambda p, batch=batch: losses(p, batch).mean())(params)
+        grads = jax.tree.map(
+            lambda g, m: g if m else jnp.zeros_like(g), grads, mask
+        )  # frozen: no gradient reaches AdamW (masked: no weight decay either)
+        updates, state = optimizer.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+        y.append(np.asarray(losses(params, test_j)))
+    return np.stack(y)
+
+
+def test_full_fine_tuning_matches_the_step_by_step_reference(tmp_path, setup):
+    model, pool, test = setup
+    s, dyn = collected(tmp_path, model, pool, test, "full")
+    for run in range(s.num_runs):
+        want = reference_run(model, pool, test, s, run, trained_from=0)
+        np.testing.assert_allclose(dyn.metrics["loss"][run], want, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("train_layers", [1, 2])
+def test_partial_fine_tuning_over_the_cached_prefix_is_exact(tmp_path, setup, train_layers):
+    model, pool, test = setup
+    s, dyn = collected(tmp_path, model, pool, test, "partial", train_layers=train_layers)
+    first = model.config.num_layers - train_layers
+    for run in range(s.num_runs):
+        want = reference_run(model, pool, test, s, run, trained_from=first)
+        np.testing.assert_allclose(dyn.metrics["loss"][run], want, rtol=2e-5, atol=2e-5)
+    _, full = collected(tmp_path, model, pool, test, "full")
+    assert not np.allclose(dyn.metrics["loss"], full.metrics["loss"], atol=1e-4)
+
+
+def test_split_trained_refuses_every_layer(setup):
+    model, _, _ = setup
+    with pytest.raises(ValueError, match="train_layers"):
+        split_trained(model, model.config.num_layers)
+    _, params, frozen, first = split_trained(model, 1)
+    names = {path[:2] for path, _ in nnx.to_flat_state(params)}
+    assert names == {("final_norm", "bias"), ("final_norm", "scale"), ("layers", 2)}
+    assert first == 2 and ("embed", "embedding") in {p for p, _ in nnx.to_flat_state(frozen)}
+
+
+def test_evaluating_every_m_steps_keeps_those_steps_and_nothing_else(tmp_path, setup):
+    model, pool, test = setup
+    s1, every1 = collected(tmp_path, model, pool, test, "m1")
+    s3, every3 = collected(tmp_path, model, pool, test, "m3", eval_every=3)
+    steps = s1.num_steps
+    observed = sorted({0, steps} | set(range(3, steps + 1, 3)))
+    y1, y3 = every1.metrics["loss"], every3.metrics["loss"]
+    np.testing.assert_allclose(y3[:, observed], y1[:, observed], rtol=1e-5, atol=1e-6)
+    others = [t for t in range(steps + 1) if t not in observed]
+    assert others and np.isnan(y3[:, others]).all()
+    np.testing.assert_allclose(every3.train_loss, every1.train_loss, rtol=1e-5, atol=1e-6)
+
+
+def test_step_blocks_end_at_evaluations_saves_and_extra_evaluations():
+    s = spec(eval_every=4, save_steps=(0, 2, 8))  # T = 8
+    assert step_blocks(s, 0) == [(1, 2, False), (3, 4, True), (5, 8, True)]
+    assert step_blocks(s, 3) == [(1, 2, False), (3, 3, False), (4, 4, True), (5, 6, False),
+                                 (7, 8, True)]  # fmt: skip
+
+
+def test_tracin_dots_give_the_checkpoint_tracin_trajectories(tmp_path, setup):
+    model, pool, test = setup
+    steps = spec().num_steps
+    s, dyn = collected(
+        tmp_path, model, pool, test, "dots", tracin_dots=True, save_steps=tuple(range(steps + 1))
+    )
+    assert dyn.tracin_dots.shape == (s.num_runs, steps, TEST)
+    graphdef, like = nnx.split(model)
+    engine = GradientEngine(graphdef, like, GradConfig(factorize="none"))
+    store = RunStore(tmp_path / "dots")
+    import orbax.checkpoint as ocp
+
+    def params_at(run, step):
+        with ocp.CheckpointManager(store.checkpoint_dir(run).resolve()) as manager:
+            return manager.restore(step, args=ocp.args.StandardRestore(like))
+
+    y = dyn.metrics["loss"]
+    for run in range(s.num_runs):
+        scorer = engine_scorer(
+            engine, lambda step, run=run: params_at(run, step), as_batch(pool), as_batch(test)
+        )
+        schedule = checkpoint_schedule(range(steps + 1), steps, "all")
+        want = simulate_run(scorer, schedule, dyn.curricula[run], dyn.lr[run], y[run, :1])
+        got = simulate_from_dots(dyn.tracin_dots[run], dyn.lr[run], y[run, :1])
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+        assert np.abs(got[1:] - got[0]).max() > 1e-3  # the dots move the trajectory
+
+
+def test_tracin_dots_with_partial_fine_tuning_are_the_trained_parameters_gradients(tmp_path, setup):
+    model, pool, test = setup
+    s, dyn = collected(tmp_path, model, pool, test, "pdots", train_layers=1, tracin_dots=True)
+    first = model.config.num_layers - 1
+    graphdef, params = nnx.split(model)
+    batch0 = jax.tree.map(lambda a: jnp.asarray(a[dyn.curricula[0, 0]]), pool)
+
+    def trained_grads(batch_or_test, reduce):
+        def loss(p):
+            return reduce(example_losses(graphdef, p, batch_or_test))
+
+        g = nnx.to_flat_state(jax.grad(loss)(params))
+        return {p: v for p, v in g if p[0] == "final_norm" or (p[0] == "layers" and p[1] >= first)}
+
+    gb = trained_grads(batch0, jnp.mean)
+    for n in range(TEST):
+        one = jax.tree.map(lambda a, n=n: jnp.asarray(a[n : n + 1]), test)
+        gn = trained_grads(one, jnp.sum)
+        dot = sum(float(jnp.vdot(gb[p], gn[p])) for p in gb)
+        np.testing.assert_allclose(dyn.tracin_dots[0, 0, n], dot, rtol=1e-4, atol=1e-7)
+
+
+def test_bf16_compute_stays_close_to_float32(tmp_path, setup):
+    model, pool, test = setup
+    _, f32 = collected(tmp_path, model, pool, test, "f32")
+    _, b16 = collected(tmp_path, model, pool, test, "b16", compute_dtype="bfloat16")
+    y32, y16 = f32.metrics["loss"], b16.metrics["loss"]
+    assert np.isfinite(y16).all()
+    gap = np.abs(y16 - y32).max()
+    assert 0 < gap < 0.05 * np.abs(y32).max()  # bf16 really ran, and stayed close
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"train_layers": -1}, "train_layers"),
+        ({"eval_every": 0}, "eval_every"),
+        ({"compute_dtype": "float16"}, "compute_dtype"),
+        ({"train_layers": 1, "save_steps": (0, 1)}, "save_params must be none"),
+    ],
+)
+def test_collect_spec_refuses_bad_options(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        spec(**overrides)
