@@ -34,6 +34,7 @@ def main() -> None:
     from flax import nnx
     from transformers import AutoModelForCausalLM
 
+    from benchmarks.torch_loop import torch_collect
     from gptjax import paths
     from gptjax.collect.curricula import draw_curriculum
     from gptjax.collect.runner import CollectSpec, collect
@@ -94,61 +95,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as hf_dir:
         save_hf_model(model, hf_dir)
         base = AutoModelForCausalLM.from_pretrained(hf_dir).float()
-    base_state = {k: v.clone() for k, v in base.state_dict().items()}
     schedule = make_schedule(spec.learning_rate, steps)
-    t_test = {k: torch.as_tensor(v) for k, v in test.items()}
-
-    def torch_losses(m, t):
-        logits = m(input_ids=t["input_ids"].long(), attention_mask=t["attention_mask"]).logits
-        picked = torch.gather(
-            logits, 1, t["target_pos"].long()[..., None].expand(-1, -1, logits.shape[-1])
-        )
-        ce = torch.nn.functional.cross_entropy(
-            picked.transpose(1, 2), t["target_ids"].long(), reduction="none"
-        )
-        return (ce * t["target_mask"]).sum(1) / t["target_mask"].sum(1).clamp(min=1)
-
-    torch_eval_s = 0.0
-    torch_y = np.zeros((k_runs, steps + 1, n_test), np.float32)
-    start = time.perf_counter()
-    for k in range(k_runs):
-        base.load_state_dict(base_state)
-        base.train()
-        opt = torch.optim.AdamW(
-            base.parameters(),
-            lr=spec.learning_rate,
-            betas=(spec.b1, spec.b2),
-            eps=spec.eps,
-            weight_decay=spec.weight_decay,
-        )
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: float(schedule(s)) / spec.learning_rate
-        )
-        _, curriculum = draw_curriculum(
-            0,
-            k,
-            candidates=np.arange(pool_size),
-            subset_size=subset,
-            batch_size=batch,
+    curricula = [
+        draw_curriculum(
+            0, k, candidates=np.arange(pool_size), subset_size=subset, batch_size=batch,
             epochs=epochs,
-        )
-        for t in range(steps + 1):
-            if t > 0:
-                ids = curriculum[t - 1]
-                b = {key: torch.as_tensor(v[ids]) for key, v in pool.items()}
-                loss = torch_losses(base, b).mean()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-            e0 = time.perf_counter()
-            with torch.no_grad():
-                base.eval()
-                torch_y[k, t] = torch_losses(base, t_test).numpy()
-                base.train()
-            torch_eval_s += time.perf_counter() - e0
-        print(f"torch run {k}: {time.perf_counter() - start:.1f} s", flush=True)
+        )[1]
+        for k in range(k_runs)
+    ]  # fmt: skip
+    start = time.perf_counter()
+    reference = torch_collect(base, pool, test, curricula, spec, schedule)
     torch_s = time.perf_counter() - start
+    torch_y, torch_eval_s = reference["y"], reference["eval_s"]
 
     max_diff = float(np.abs(jax_y - torch_y).max())
     rows = [

@@ -28,7 +28,7 @@ import time
 BATCH, SEQ, TARGETS = 8, 128, 16
 
 
-def _pin_threads(threads: int) -> None:
+def pin_threads(threads: int) -> None:
     # XLA's CPU client sizes its thread pool from the CPUs this process may run on, so pinning
     # the process (before jax starts) is how jax gets `threads` threads; torch is told directly.
     cpus = sorted(os.sched_getaffinity(0))
@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    _pin_threads(args.threads)
+    pin_threads(args.threads)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
     import jax

@@ -246,3 +246,62 @@ def test_bf16_compute_stays_close_to_float32(tmp_path, setup):
 def test_collect_spec_refuses_bad_options(overrides, message):
     with pytest.raises(ValueError, match=message):
         spec(**overrides)
+
+
+def test_pipeline_with_partial_fine_tuning_sparse_evaluation_and_recorded_tracin(tmp_path):
+    """Every stage on runs that trained the top block only, measured every 2 steps, with
+    TracIn-CP from the inner products recorded during collection (no checkpoint)."""
+    import runpy
+    from pathlib import Path
+
+    from gptjax import paths
+    from gptjax.io import read_json
+    from gptjax.pipeline import Workdir, run_pipeline
+
+    if not paths.pythia_tokenizer().is_file():
+        pytest.skip("the Pythia tokenizer is not available")
+    tiny = Path(__file__).resolve().parent / "configs" / "tiny.py"
+    cfg = runpy.run_path(str(tiny))["get_config"]()
+    cfg.stages = "collect,simulate,baselines,report"
+    cfg.model.num_layers = 2
+    cfg.collect.train_layers = 1
+    cfg.collect.eval_every = 2
+    cfg.collect.tracin_dots = True
+    cfg.collect.save_params = "none"
+    cfg.simulator.models = "gptfluence"
+    cfg.simulator.gptfluence.epochs = 2
+    cfg.baselines.methods = "persistence,mean_trajectory,tracin_cp_all"
+    wd = Workdir(tmp_path / "wd")
+    run_pipeline(cfg, str(wd.root))
+    dyn = wd.runs.load(cfg.collect.num_runs)
+    steps = dyn.metrics["loss"].shape[1] - 1
+    assert np.isnan(dyn.metrics["loss"][:, 1::2][:, : steps // 2]).all()
+    assert np.isfinite(dyn.metrics["loss"][:, ::2]).all()
+    assert dyn.tracin_dots.shape == (cfg.collect.num_runs, steps, cfg.data.test_size)
+    assert not any(wd.runs.checkpoint_dir(r).exists() for r in range(cfg.collect.num_runs))
+    baselines = read_json(wd.result("baselines.json"))
+    assert np.isfinite(baselines["results"]["loss"]["tracin_cp_all"]["mse_mean"])
+    simulators = read_json(wd.result("simulators.json"))
+    assert np.isfinite(simulators["results"]["loss"]["gptfluence"]["mse_mean"])
+
+
+def test_config_refuses_gradient_methods_that_need_checkpoints_with_partial_fine_tuning():
+    import runpy
+    from pathlib import Path
+
+    from gptjax.pipeline.config import validate
+
+    tiny = Path(__file__).resolve().parent / "configs" / "tiny.py"
+    cfg = runpy.run_path(str(tiny))["get_config"]()
+    cfg.collect.train_layers = 1
+    cfg.collect.save_params = "none"
+    cfg.baselines.methods = "persistence,grad_dot"
+    with pytest.raises(ValueError, match="tracin_cp_all with collect.tracin_dots"):
+        validate(cfg)
+    cfg.collect.save_params = "all"
+    with pytest.raises(ValueError, match="save_params must be none"):
+        validate(cfg)
+    cfg.collect.save_params = "none"
+    cfg.collect.tracin_dots = True
+    cfg.baselines.methods = "persistence,tracin_cp_all"
+    validate(cfg)

@@ -7,13 +7,14 @@ are reproducible and independent of how runs are grouped.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from gptjax.models.generate import generate
+from gptjax.collect.runner import GroupModels
+from gptjax.models.generate import generate_runs
 from gptjax.models.tokenizer import Tokenizer
 from gptjax.tasks.text_metrics import bleu, rouge_l
 from gptjax.tasks.tokenize import TokenizedExamples
@@ -29,8 +30,8 @@ def make_generation_eval(
     temperature: float = 0.0,
     top_p: float = 1.0,
 ):
-    """extra_eval(model_of, step, runs) -> {bleu, rougeL: [G, N]}; model_of(i) is the model of
-    runs[i] (see `gptjax.collect.runner.ExtraEval`).
+    """extra_eval(models, step, runs) -> {bleu, rougeL: [G, N]}: the group's runs decode at
+    once (vmapped; see `gptjax.collect.runner.ExtraEval`).
 
     references[n]: the reference texts of test example n. temperature 0 decodes greedily.
     """
@@ -41,21 +42,22 @@ def make_generation_eval(
     references = [list(r) for r in references]
     root = jax.random.key(seed)
 
-    def evaluate(model_of: Callable[[int], Any], step: int, runs: list[int]):
+    def evaluate(models: GroupModels, step: int, runs: list[int]):
+        keys = jnp.stack([jax.random.fold_in(jax.random.fold_in(root, run), step) for run in runs])
+        outs = generate_runs(
+            models.graphdef,
+            models.stacked,
+            models.frozen,
+            prompts,
+            max_new_tokens,
+            eos_id=tokenizer.eos_id,
+            pad_id=tokenizer.pad_id,
+            temperature=temperature,
+            top_p=top_p,
+            keys=keys,
+        )
         scores: dict[str, list[np.ndarray]] = {"bleu": [], "rougeL": []}
-        for i, run in enumerate(runs):
-            model = model_of(i)
-            key = jax.random.fold_in(jax.random.fold_in(root, run), step)
-            out = generate(
-                model,
-                prompts,
-                max_new_tokens,
-                eos_id=tokenizer.eos_id,
-                pad_id=tokenizer.pad_id,
-                temperature=temperature,
-                top_p=top_p,
-                key=key if temperature > 0 else None,
-            )
+        for out in outs:
             texts = [tokenizer.decode(ids) for ids in out.as_lists()]
             scores["bleu"].append(bleu(texts, references))
             scores["rougeL"].append(rouge_l(texts, references))

@@ -15,7 +15,6 @@ import dataclasses
 import shutil
 import time
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import jax
@@ -43,9 +42,23 @@ from gptjax.models.transformer import Transformer
 from gptjax.store import RunRecord, RunStore
 from gptjax.tasks.tokenize import TOKEN_FIELDS
 
-# extra_eval(model_of, step, runs) -> {metric name: float32 [G, N]}, where model_of(i) is the
-# model of row i of the group (runs[i]) after `step` steps.
-ExtraEval = Callable[[Callable[[int], Transformer], int, list[int]], dict[str, np.ndarray]]
+
+@dataclasses.dataclass(frozen=True)
+class GroupModels:
+    """The models of a collection group after some step: row i (run ``runs[i]``) is
+    ``nnx.merge(graphdef, stacked[i], frozen)``; ``frozen`` is None with full fine-tuning."""
+
+    graphdef: nnx.GraphDef
+    stacked: Any
+    frozen: Any
+
+    def model(self, i: int) -> Transformer:
+        host = jax.device_get(jax.tree.map(lambda a: a[i], self.stacked))
+        return nnx.merge(self.graphdef, host, *([] if self.frozen is None else [self.frozen]))
+
+
+# extra_eval(models, step, runs) -> {metric name: float32 [G, N]}
+ExtraEval = Callable[[GroupModels, int, list[int]], dict[str, np.ndarray]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,12 +232,6 @@ def cached_residuals(
     return out
 
 
-def row_model(graphdef: nnx.GraphDef, stacked: Any, frozen: Any, i: int) -> Transformer:
-    """The model of row i of a group's stacked trained parameters (frozen ones added)."""
-    host = jax.device_get(jax.tree.map(lambda a: a[i], stacked))
-    return nnx.merge(graphdef, host, *([] if frozen is None else [frozen]))
-
-
 def step_blocks(spec: CollectSpec, extra_every: int) -> list[tuple[int, int, bool]]:
     """(first step, last step, evaluate) of each block of steps run in one jitted call: a
     block ends where the test losses are evaluated (every ``eval_every`` steps and at T),
@@ -375,7 +382,7 @@ def collect(
         )
         extra: dict[str, np.ndarray] = {}
         if extra_eval is not None:
-            initial_models = partial(row_model, graphdef, params, frozen)
+            initial_models = GroupModels(graphdef, params, frozen)
             for name, values in extra_eval(initial_models, 0, runs).items():
                 extra[name] = np.full((group_size, num_steps + 1, num_test), np.nan, np.float32)
                 extra[name][:, 0] = values
@@ -399,7 +406,7 @@ def collect(
                 dots[:, first - 1 : last] = np.asarray(block_dots)
             if extra_eval is not None and (last % extra_every == 0 or last == num_steps):
                 for name, values in extra_eval(
-                    partial(row_model, graphdef, params, frozen), last, runs
+                    GroupModels(graphdef, params, frozen), last, runs
                 ).items():
                     extra[name][:, last] = np.where(alive_host[:, None], values, np.nan)
             if writer and last in spec.save_steps:

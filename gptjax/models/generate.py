@@ -75,9 +75,8 @@ def next_tokens(
     return jax.vmap(jax.random.categorical)(keys, logits).astype(jnp.int32)
 
 
-@partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "sample"))
-def _generate_jit(
-    state: nnx.State,
+def _generate_loop(
+    state: nnx.State | tuple[nnx.State, ...],
     tokens: jax.Array,
     mask: jax.Array,
     key: jax.Array,
@@ -92,7 +91,7 @@ def _generate_jit(
 ) -> jax.Array:
     global _traces
     _traces += 1  # runs at trace time only: counts compilations
-    model = nnx.merge(graphdef, state)
+    model = nnx.merge(graphdef, *(state if isinstance(state, tuple) else (state,)))
     batch, prompt_len = tokens.shape
     rows = jnp.arange(batch)
     lengths = mask.sum(-1)
@@ -130,6 +129,22 @@ def _generate_jit(
     return jax.lax.while_loop(cond, body, carry)[1]
 
 
+_STATIC = ("graphdef", "max_new_tokens", "sample")
+_generate_jit = jax.jit(_generate_loop, static_argnames=_STATIC)
+
+
+@partial(jax.jit, static_argnames=_STATIC)
+def _generate_runs_jit(trained, frozen, tokens, mask, keys, *rest, **static):
+    """The runs of a collection group at once: trained parameters stacked [G, ...], one key
+    per run; ``frozen`` (a tuple: () or the frozen parameters of partial fine-tuning) is
+    shared by every run."""
+
+    def one(state, key):
+        return _generate_loop((state, *frozen), tokens, mask, key, *rest, **static)
+
+    return jax.vmap(one)(trained, keys)
+
+
 def pad_prompts(
     prompts: Sequence[Sequence[int]], pad_id: int, bucket: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -146,6 +161,46 @@ def pad_prompts(
         tokens[i, width - len(p) :] = p
         mask[i, width - len(p) :] = 1
     return tokens, mask
+
+
+def _checked(
+    cfg: Any,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    eos_id: int | Sequence[int] | None,
+    temperature: float,
+    top_p: float,
+    has_key: bool,
+    pad_id: int,
+    bucket: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """(tokens, mask, padded EOS ids, EOS ids) for a generation call, its arguments checked."""
+    if max_new_tokens < 1:
+        raise ValueError(f"generate: max_new_tokens must be >= 1, got {max_new_tokens}")
+    if temperature < 0:
+        raise ValueError(f"generate: temperature must be >= 0, got {temperature}")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"generate: top_p must be in (0, 1], got {top_p}")
+    if temperature > 0 and not has_key:
+        raise ValueError("generate: sampling (temperature > 0) needs an explicit key")
+    if eos_id is None:
+        eos_id = cfg.eos_token_id
+    eos = [] if eos_id is None else [eos_id] if isinstance(eos_id, int) else list(eos_id)
+    if len(eos) > _MAX_EOS:
+        raise ValueError(f"generate: at most {_MAX_EOS} EOS ids, got {len(eos)}")
+    eos_ids = np.full(_MAX_EOS, -1, np.int32)
+    eos_ids[: len(eos)] = eos
+    tokens, mask = pad_prompts(prompts, pad_id, bucket)
+    vocab = cfg.vocab_size
+    if tokens.max() >= vocab or tokens.min() < 0:
+        raise ValueError(f"generate: prompt token ids must be in [0, {vocab})")
+    return tokens, mask, eos_ids, eos
+
+
+def _generation(out: np.ndarray, eos: list[int], max_new_tokens: int) -> Generation:
+    is_eos = np.isin(out, eos)
+    lengths = np.where(is_eos.any(-1), is_eos.argmax(-1) + 1, max_new_tokens)
+    return Generation(tokens=out, lengths=lengths.astype(np.int32))
 
 
 def generate(
@@ -166,26 +221,10 @@ def generate(
     and needs an explicit ``key``. A row stops after emitting one of ``eos_id`` (default: the
     model config's EOS); the loop stops when all rows have, or after max_new_tokens.
     """
-    if max_new_tokens < 1:
-        raise ValueError(f"generate: max_new_tokens must be >= 1, got {max_new_tokens}")
-    if temperature < 0:
-        raise ValueError(f"generate: temperature must be >= 0, got {temperature}")
-    if not 0.0 < top_p <= 1.0:
-        raise ValueError(f"generate: top_p must be in (0, 1], got {top_p}")
-    sample = temperature > 0
-    if sample and key is None:
-        raise ValueError("generate: sampling (temperature > 0) needs an explicit key")
-    if eos_id is None:
-        eos_id = model.config.eos_token_id
-    eos = [] if eos_id is None else [eos_id] if isinstance(eos_id, int) else list(eos_id)
-    if len(eos) > _MAX_EOS:
-        raise ValueError(f"generate: at most {_MAX_EOS} EOS ids, got {len(eos)}")
-    eos_ids = np.full(_MAX_EOS, -1, np.int32)
-    eos_ids[: len(eos)] = eos
-    tokens, mask = pad_prompts(prompts, pad_id, bucket)
-    vocab = model.config.vocab_size
-    if tokens.max() >= vocab or tokens.min() < 0:
-        raise ValueError(f"generate: prompt token ids must be in [0, {vocab})")
+    tokens, mask, eos_ids, eos = _checked(
+        model.config, prompts, max_new_tokens, eos_id, temperature, top_p, key is not None,
+        pad_id, bucket,
+    )  # fmt: skip
     graphdef, state = nnx.split(model)
     out = _generate_jit(
         state,
@@ -198,12 +237,51 @@ def generate(
         jnp.int32(pad_id),
         graphdef=graphdef,
         max_new_tokens=int(max_new_tokens),
-        sample=sample,
+        sample=temperature > 0,
     )
-    out = np.asarray(out)
-    is_eos = np.isin(out, eos)
-    lengths = np.where(is_eos.any(-1), is_eos.argmax(-1) + 1, max_new_tokens)
-    return Generation(tokens=out, lengths=lengths.astype(np.int32))
+    return _generation(np.asarray(out), eos, max_new_tokens)
+
+
+def generate_runs(
+    graphdef: nnx.GraphDef,
+    trained: nnx.State,
+    frozen: nnx.State | None,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    *,
+    eos_id: int | Sequence[int] | None = None,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    keys: jax.Array | None = None,
+    pad_id: int = 0,
+    bucket: int = 32,
+) -> list[Generation]:
+    """`generate` for G models at once, vmapped: ``trained`` holds G runs' parameters stacked
+    on a leading axis, ``frozen`` the parameters they share (partial fine-tuning) or None;
+    model g is ``nnx.merge(graphdef, trained[g], frozen)``. ``keys`` [G]: one per run (needed
+    to sample). Row g of the result equals ``generate`` on model g with key ``keys[g]``."""
+    model_cfg = nnx.merge(graphdef, trained, *([] if frozen is None else [frozen])).config
+    count = jax.tree.leaves(trained)[0].shape[0]
+    tokens, mask, eos_ids, eos = _checked(
+        model_cfg, prompts, max_new_tokens, eos_id, temperature, top_p, keys is not None,
+        pad_id, bucket,
+    )  # fmt: skip
+    keys = jax.random.split(jax.random.key(0), count) if keys is None else keys
+    out = _generate_runs_jit(
+        trained,
+        () if frozen is None else (frozen,),
+        jnp.asarray(tokens),
+        jnp.asarray(mask),
+        keys,
+        jnp.asarray(eos_ids),
+        jnp.float32(max(temperature, 1e-6)),
+        jnp.float32(top_p),
+        jnp.int32(pad_id),
+        graphdef=graphdef,
+        max_new_tokens=int(max_new_tokens),
+        sample=temperature > 0,
+    )
+    return [_generation(row, eos, max_new_tokens) for row in np.asarray(out)]
 
 
 def generate_text(

@@ -393,14 +393,6 @@ def _method_errors(c: ml_collections.ConfigDict) -> list[str]:
             collect_spec(c)  # CollectSpec checks its own fields (and save_params parses)
         except ValueError as err:
             errors.append(f"config key {str(err)}")
-    every = c.collect.eval_every
-    for section in ("gptfluence", "simfluence"):
-        observe = c.simulator[section].observe_every
-        if every >= 1 and observe % every:
-            errors.append(
-                f"config key 'simulator.{section}.observe_every' ({observe}) must be a multiple "
-                f"of collect.eval_every ({every}): the runs hold test losses at those steps only"
-            )
     for name in names_in(c.simulator.models):
         if name not in SIMULATORS:
             errors.append(
