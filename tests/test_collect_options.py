@@ -281,6 +281,8 @@ def test_pipeline_with_partial_fine_tuning_sparse_evaluation_and_recorded_tracin
     assert not any(wd.runs.checkpoint_dir(r).exists() for r in range(cfg.collect.num_runs))
     baselines = read_json(wd.result("baselines.json"))
     assert np.isfinite(baselines["results"]["loss"]["tracin_cp_all"]["mse_mean"])
+    report = wd.report_file.read_text()
+    assert "partial fine-tuning (top 1 block and the final norm), test losses every 2" in report
     simulators = read_json(wd.result("simulators.json"))
     assert np.isfinite(simulators["results"]["loss"]["gptfluence"]["mse_mean"])
 

