@@ -1,0 +1,31 @@
+r"""Fine-tuning on German to English translation (generation).
+
+The CPU protocol of issue #14.
+Three seeds, every stage (one workdir per seed, each with its report page
+``results/report.md``); ``python -m experiments.report`` then renders EXPERIMENTS.md:
+
+    python -m gptjax.pipeline.seeds --config configs/finetune_wmt16_de_en.py --seeds 0,1,2 \
+        --workdir workdirs/finetune_wmt16_de_en --out workdirs/finetune_wmt16_de_en/seeds.json
+
+One seed only:
+
+    python -m gptjax.main --config configs/finetune_wmt16_de_en.py \
+        --workdir workdirs/finetune_wmt16_de_en/seed_0
+
+Base model: a fresh Pythia-architecture (GPT-NeoX) model, d_model 64, 2 layers, 4 heads, MLP
+256, on a compact Pythia vocabulary, pretrained 300 steps (batch 16, lr 3e-3) on other
+training sentence pairs kept apart from the pools (drawn with seed + 1; any example sharing
+a text with a pool, unseen or test example is dropped). 32 runs of 24 steps (subsets of 32
+from a pool of 100, batch 4, 3 epochs, AdamW lr 1e-3, linear decay), 48 test examples, split
+24 / 2 / 6, parameters saved at every step for TracIn-CP (all steps and 10 checkpoints). See
+experiments/protocol.py. Greedy generations every 6 steps (steps 0, 6, 12, 18, 24) give per-
+example BLEU and ROUGE-L trajectories, simulated beside the loss (TracIn-CP and Grad-Dot
+apply to the loss only). The data root holds no WMT16 files: the task reads Multi30k (test
+set test_2016_flickr).
+"""
+
+from experiments.protocol import task_config
+
+
+def get_config():
+    return task_config("wmt16_de_en")

@@ -1,0 +1,93 @@
+"""The small protocol every CPU experiment config starts from: one place for the base model
+and the run counts, so that the tables of different tasks are comparable.
+
+Base model (``small_pythia``): the GPT-NeoX (Pythia) architecture, d_model 64, 2 layers,
+4 heads, MLP 256, rotary on 25% of each head, on a compact Pythia vocabulary (the tokens the
+pool and test texts use; a few thousand for real text, so ~0.4M parameters in the
+embeddings and ~0.1M in the blocks). It is initialised fresh (``model.source = "init"``) and
+first pretrained for ``pretrain_steps`` on other examples of the same task: rows drawn with
+seed + 1 from the task's pool split, every example whose text is also a pool, unseen or test
+example's dropped (``gptjax.pipeline.preparation``), so its pretraining data are kept apart
+from the pools. This teaches the answer format and the label words; the fine-tuning runs'
+dynamics are then about which examples are in each batch.
+
+Protocol (``cpu_protocol``): a pool of 100 (paper: 200), subsets of 32 (paper: 128), batch 4,
+3 epochs, so T = 24 steps (paper: 96); 32 runs split 24 / 2 / 6 (train / validation / test
+runs; paper 25 / 2 / 5); 48 test examples (paper: 200); AdamW lr 1e-3 with linear decay,
+no warm-up; parameters saved at every step (TracIn-CP all steps and 10 checkpoints).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from gptjax.pipeline.config import base_config
+
+# (hidden_size, num_layers, num_heads, intermediate_size) of the model-size ladder.
+SIZES = {
+    "d32": (32, 1, 2, 128),
+    "d64": (64, 2, 4, 256),
+    "d128": (128, 2, 4, 512),
+    "d256": (256, 4, 8, 1024),
+}
+DEFAULT_SIZE = "d64"
+
+# Prompt lengths (tokens) that keep every task's texts whole or nearly so.
+MAX_LEN = {"sst2": 64, "rte": 128, "boolq": 192, "webnlg": 128, "wmt16_de_en": 96, "mixture": 192}
+GENERATION_TASKS = ("webnlg", "wmt16_de_en")
+
+
+def small_pythia(c: ml_collections.ConfigDict, size: str = DEFAULT_SIZE) -> None:
+    """A fresh Pythia-architecture model of the ladder's ``size``, pretrained on held-apart
+    examples of the task (see the module docstring)."""
+    if size not in SIZES:
+        raise ValueError(f"unknown model size {size!r}; known: {', '.join(SIZES)}")
+    hidden, layers, heads, mlp = SIZES[size]
+    c.model.source = "init"
+    c.model.arch = "gpt_neox"
+    c.model.compact_vocab = True
+    c.model.hidden_size = hidden
+    c.model.num_layers = layers
+    c.model.num_heads = heads
+    c.model.intermediate_size = mlp
+    c.model.pretrain_steps = 300
+    c.model.pretrain_examples = 512
+    c.model.pretrain_batch_size = 16
+    c.model.pretrain_lr = 3e-3
+
+
+def cpu_protocol(c: ml_collections.ConfigDict) -> None:
+    c.data.pool_size = 100
+    c.data.test_size = 48
+    c.collect.num_runs = 32
+    c.collect.subset_size = 32
+    c.collect.batch_size = 4
+    c.collect.epochs = 3
+    c.collect.learning_rate = 1e-3
+    c.collect.warmup_steps = 0
+    c.collect.end_lr_factor = 0.0
+    c.collect.runs_per_device = 8
+    c.collect.save_params = "all"
+    c.collect.split = "24,2,6"
+    c.baselines.num_checkpoints = 10
+
+
+def task_config(task: str, size: str = DEFAULT_SIZE) -> ml_collections.ConfigDict:
+    """The CPU experiment on ``task`` (a paper task, or "mixture" for instruction tuning on
+    the five of them): fine-tuning format for one task, instruction format for the mixture;
+    BLEU / ROUGE-L recorded every 6 steps for the generation tasks (and the mixture, which
+    holds two of them)."""
+    c = base_config()
+    small_pythia(c, size)
+    cpu_protocol(c)
+    c.data.task = task
+    c.data.max_len = MAX_LEN[task]
+    c.data.format = "finetune"
+    if task == "mixture":
+        c.data.format = "instruction"
+        c.data.mixture_tasks = "sst2,rte,boolq,webnlg,wmt16_de_en"
+        c.data.test_size = 50  # 10 per task
+    if task in GENERATION_TASKS or task == "mixture":
+        c.collect.generation_every = 6
+        c.collect.max_new_tokens = 32
+    return c

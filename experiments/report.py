@@ -1,0 +1,648 @@
+r"""Regenerate EXPERIMENTS.md from the experiments' workdirs; no number in it is typed by hand.
+
+    python -m experiments.report            # harvest finished workdirs, then render
+    python -m experiments.report --check    # exit 1 if EXPERIMENTS.md is out of date
+
+Two steps. **Harvest**: for each experiment of `EXPERIMENTS` (and any other ``configs/*.py``
+whose docstring names a ``--workdir``), read the results JSON files of its workdir — one
+workdir per seed (``<workdir>/seed_<s>/results/{simulators,baselines}.json``, as
+``python -m gptjax.pipeline.seeds`` leaves them), else the sweep's ``--out`` file
+(``<workdir>/seeds.json``), else a single workdir (``<workdir>/results/``) — and the stage
+times (``results/timings.json``), and write a snapshot ``experiments/results/<key>.json``
+with copies of its plots. Workdirs are not committed (``workdirs/`` is ignored); the
+snapshots are, so EXPERIMENTS.md can always be rendered again. **Render**: EXPERIMENTS.md
+from the snapshots alone. An experiment without a snapshot is listed as "not run yet" with
+its command.
+
+Each table is the paper's layout, one row per method: all-steps MSE (std), all-steps MAE
+(std), final-step ρ (std), and LDS. A cell is ``m (s) ± d``: m the mean over seeds of the
+seed's figure, s the mean over seeds of its spread (over trajectories for MSE / MAE, over
+test runs for ρ, over test examples for LDS: the paper's "(std)"), d the standard deviation
+over seeds of the figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gptjax import io
+
+REPO = Path(__file__).resolve().parent.parent
+SNAPSHOTS = Path("experiments") / "results"
+OUT = Path("EXPERIMENTS.md")
+RESULT_FILES = ("simulators", "baselines")
+
+# Methods in the paper's order, with their names in the tables; others follow.
+METHODS = {
+    "gptfluence": "GPTfluence",
+    "gptfluence_dot": "GPTfluence (dot)",
+    "gptfluence_concat": "GPTfluence (concat)",
+    "gptfluence_anchored": "GPTfluence (anchored)",
+    "simfluence": "Simfluence",
+    "tracin_cp_all": "TracIn-CP (all steps)",
+    "tracin_cp_k": "TracIn-CP (10 checkpoints)",
+    "grad_dot": "Grad-Dot",
+    "tracin_cp_all_last_layer": "TracIn-CP (all steps), last layer",
+    "tracin_cp_k_last_layer": "TracIn-CP (10 checkpoints), last layer",
+    "grad_dot_last_layer": "Grad-Dot, last layer",
+    "persistence": "persistence",
+    "mean_trajectory": "mean trajectory",
+}
+# (mean key, spread key, heading, digits)
+COLUMNS = (
+    ("mse_mean", "mse_std", "all-steps MSE (std)", 4),
+    ("mae_mean", "mae_std", "all-steps MAE (std)", 4),
+    ("final_spearman_mean", "final_spearman_std", "final-step ρ (std)", 3),
+    ("lds_mean", "lds_std", "LDS (std)", 3),
+)
+NOT_RUN = "not run yet"
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    key: str  # snapshot name (``experiments/results/<key>.json``)
+    section: str
+    label: str
+    config: str  # "configs/x.py" or "configs/x.py:<variant>"
+    workdir: str
+    script: str = "gptjax.pipeline.seeds"  # or "experiments.mislabel", "gptjax.main"
+    seeds: str = "0,1,2"
+
+    @property
+    def command(self) -> str:
+        if self.script == "gptjax.pipeline.seeds":
+            return (
+                f"python -m gptjax.pipeline.seeds --config {self.config} --seeds {self.seeds} "
+                f"--workdir {self.workdir} --out {self.workdir}/seeds.json"
+            )
+        return f"python -m {self.script} --config {self.config} --workdir {self.workdir}"
+
+
+def _registry() -> list[Experiment]:
+    out = []
+    tasks = (
+        ("sst2", "SST-2"),
+        ("rte", "RTE"),
+        ("boolq", "BoolQ"),
+        ("webnlg", "WebNLG"),
+        ("wmt16_de_en", "WMT16 de→en (Multi30k)"),
+    )
+    for task, label in tasks:
+        name = f"finetune_{task}"
+        out.append(Experiment(name, "Fine-tuning", label, f"configs/{name}.py", f"workdirs/{name}"))
+    out.append(
+        Experiment(
+            "instruction_mixture",
+            "Instruction tuning",
+            "mixture of the five tasks",
+            "configs/instruction_mixture.py",
+            "workdirs/instruction_mixture",
+        )
+    )
+    ablations = (
+        ("ablation_checkpoint_interval", "Ablation: checkpoint interval", "every", (1, 2, 5, 10)),
+        ("ablation_markov_order", "Ablation: Markov order", "order", (1, 2, 3, 5, 10)),
+        ("ablation_encoder", "Ablation: encoder", "", ("mean", "cls")),
+        ("ablation_model_size", "Ablation: model size", "", ("d32", "d64", "d128", "d256")),
+    )
+    for name, section, prefix, variants in ablations:
+        for v in variants:
+            sub = f"{prefix}_{v}" if prefix else str(v)
+            label = {"every": f"m = {v}", "order": f"n = {v}"}.get(prefix, str(v))
+            workdir = f"workdirs/{name}/{sub}"
+            if (name, v) == ("ablation_model_size", "d64"):
+                # The same config as configs/finetune_sst2.py (tests/test_configs.py checks
+                # it): its runs are that experiment's.
+                workdir = "workdirs/finetune_sst2"
+            out.append(
+                Experiment(f"{name}/{sub}", section, label, f"configs/{name}.py:{v}", workdir)
+            )
+    out.append(
+        Experiment(
+            "unseen_sst2",
+            "Unseen data",
+            "SST-2, unseen training examples in the test runs",
+            "configs/unseen_sst2.py",
+            "workdirs/unseen_sst2",
+        )
+    )
+    out.append(
+        Experiment(
+            "mislabel_sst2",
+            "Mislabelled data",
+            "SST-2, 40% of the pool's labels flipped",
+            "configs/mislabel_sst2.py",
+            "workdirs/mislabel_sst2",
+            script="experiments.mislabel",
+        )
+    )
+    out.append(
+        Experiment(
+            "paper_pythia410m",
+            "Paper scale (accelerator)",
+            "Pythia-410M, SST-2",
+            "configs/paper_pythia410m.py",
+            "workdirs/paper_pythia410m",
+        )
+    )
+    return out
+
+
+EXPERIMENTS = _registry()
+# Configs that are not experiments of this page.
+NOT_EXPERIMENTS = ("demo.py", "own_data_example.py")
+
+
+def discovered(repo: Path, known: list[Experiment]) -> list[Experiment]:
+    """Configs not in the registry whose docstring holds a pipeline command with a
+    ``--workdir``: listed under "Other configs" (e.g. other base models' configs)."""
+    registered = {e.config.split(":")[0] for e in known}
+    out = []
+    for path in sorted((repo / "configs").glob("*.py")):
+        rel = f"configs/{path.name}"
+        if rel in registered or path.name in NOT_EXPERIMENTS:
+            continue
+        doc = re.sub(r"\\\n\s*", " ", _docstring(path))
+        for m in re.finditer(r"python -m (gptjax\.pipeline\.seeds|gptjax\.main)\b([^\n]*)", doc):
+            args = m.group(2)
+            config = re.search(rf"--config[ =]({re.escape(rel)}(?::\S+)?)", args)
+            workdir = re.search(r"--workdir[ =](\S+)", args)
+            if config and workdir:
+                seeds = re.search(r"--seeds[ =](\S+)", args)
+                wd = workdir.group(1)
+                out.append(
+                    Experiment(
+                        path.stem,
+                        "Other configs",
+                        path.stem,
+                        config.group(1),
+                        wd,
+                        script=m.group(1),
+                        seeds=seeds.group(1) if seeds else "0",
+                    )
+                )
+                break
+    return out
+
+
+def _docstring(path: Path) -> str:
+    import ast
+
+    return ast.get_docstring(ast.parse(path.read_text())) or ""
+
+
+# ---- harvest ---------------------------------------------------------------------------------
+def _rows_of(results_dir: Path) -> dict[str, dict[str, dict]]:
+    rows: dict[str, dict[str, dict]] = {}
+    for stage in RESULT_FILES:
+        path = results_dir / f"{stage}.json"
+        if path.is_file():
+            for metric, methods in io.read_json(path)["results"].items():
+                rows.setdefault(metric, {}).update(methods)
+    return rows
+
+
+def _timings(results_dir: Path) -> dict[str, float]:
+    path = results_dir / "timings.json"
+    return io.read_json(path) if path.is_file() else {}
+
+
+def harvest_workdir(workdir: Path) -> dict[str, Any] | None:
+    """{"per_seed", "stage_seconds", "plots_from", "source"} from a workdir, or None when it
+    holds no results."""
+    seed_dirs = sorted(
+        (p for p in workdir.glob("seed_*") if p.is_dir() and p.name[5:].lstrip("-").isdigit()),
+        key=lambda p: int(p.name[5:]),
+    )
+    per_seed, seconds, plots_from = {}, {}, None
+    for d in seed_dirs:
+        rows = _rows_of(d / "results")
+        if rows:
+            per_seed[d.name[5:]] = rows
+            seconds[d.name[5:]] = _timings(d / "results")
+            plots_from = plots_from or d / "results"
+    if per_seed:
+        return _record(per_seed, seconds, plots_from, "seed workdirs")
+    sweep = workdir / "seeds.json"
+    if sweep.is_file():
+        return _record(io.read_json(sweep)["per_seed"], {}, None, "seeds.json")
+    rows = _rows_of(workdir / "results")
+    if rows:
+        config = workdir / "config.json"
+        seed = str(io.read_json(config).get("seed", 0)) if config.is_file() else "0"
+        return _record({seed: rows}, {seed: _timings(workdir / "results")}, workdir / "results")
+    return None
+
+
+def _record(per_seed, seconds, plots_from, source="workdir") -> dict[str, Any]:
+    return {
+        "per_seed": per_seed,
+        "stage_seconds": seconds,
+        "plots_from": plots_from,
+        "source": source,
+    }
+
+
+def harvest(repo: Path, experiments: list[Experiment], snapshots: Path) -> list[str]:
+    """Write a snapshot for every experiment whose workdir holds results; returns their keys."""
+    done = []
+    for e in experiments:
+        workdir = repo / e.workdir
+        if e.script == "experiments.mislabel":
+            found = _harvest_mislabel(workdir)
+        else:
+            found = harvest_workdir(workdir) if workdir.is_dir() else None
+        if found is None:
+            continue
+        target = repo / snapshots / e.key
+        plots = []
+        source = found.pop("plots_from")
+        if source is not None:
+            if target.is_dir():
+                shutil.rmtree(target)
+            for png in sorted(Path(source).glob("*.png")):
+                target.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(png, target / png.name)
+                plots.append(str((snapshots / e.key / png.name).as_posix()))
+        record = {
+            "key": e.key,
+            "config": e.config,
+            "command": e.command,
+            "workdir": e.workdir,
+            "plots": plots,
+        } | found
+        io.atomic_write_json(repo / snapshots / f"{e.key}.json", record)
+        done.append(e.key)
+    return done
+
+
+def _harvest_mislabel(workdir: Path) -> dict[str, Any] | None:
+    path = workdir / "results" / "mislabel.json"
+    if not path.is_file():
+        return None
+    record = io.read_json(path)
+    return {
+        "mislabel": record,
+        "stage_seconds": {"0": _timings(workdir / "results")},
+        "plots_from": workdir / "results" if (workdir / "results").is_dir() else None,
+        "source": "mislabel.json",
+        "per_seed": {},
+    }
+
+
+# ---- render ----------------------------------------------------------------------------------
+def _finite(values) -> list[float]:
+    out = []
+    for v in values:
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+            out.append(float(v))
+    return out
+
+
+def summarise(per_seed: dict[str, dict]) -> dict[str, dict[str, dict[str, Any]]]:
+    """{metric: {method: {key: (mean over seeds, std over seeds, n) or None, "not_applicable":
+    reason}}}; the LDS falls back to ``across_run_spearman`` for rows without ``lds_mean``."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for rows in per_seed.values():
+        for metric, methods in rows.items():
+            for method in methods:
+                out.setdefault(metric, {}).setdefault(method, {})
+    for metric, methods in out.items():
+        for method, cell in methods.items():
+            rows = [r[metric][method] for r in per_seed.values() if method in r.get(metric, {})]
+            reasons = [r.get("reason", "not applicable") for r in rows if r.get("not_applicable")]
+            if reasons and len(reasons) == len(rows):
+                cell["not_applicable"] = reasons[0]
+                continue
+            rows = [r for r in rows if not r.get("not_applicable")]
+            cell["notes"] = sorted({str(r["note"]) for r in rows if r.get("note")})
+            for mean_key, spread_key, _, _ in COLUMNS:
+                for key in (mean_key, spread_key):
+                    values = [r.get(key) for r in rows]
+                    if key.startswith("lds_"):
+                        alt = "across_run_spearman" if key == "lds_mean" else None
+                        values = [
+                            r.get(key, r.get(alt) if alt else None) for r in rows
+                        ]  # older rows
+                    v = _finite(values)
+                    cell[key] = (float(np.mean(v)), float(np.std(v)), len(v)) if v else None
+            cell["n_seeds"] = len(rows)
+    return out
+
+
+def _cell(cell: dict, mean_key: str, spread_key: str, digits: int) -> str:
+    m, s = cell.get(mean_key), cell.get(spread_key)
+    if m is None:
+        return "–"
+    text = f"{m[0]:.{digits}f}"
+    if s is not None:
+        text += f" ({s[0]:.{digits}f})"
+    if m[2] > 1:
+        text += f" ± {m[1]:.{digits}f}"
+    return text
+
+
+def _ordered(methods) -> list[str]:
+    known = [m for m in METHODS if m in methods]
+    return known + sorted(m for m in methods if m not in METHODS)
+
+
+def method_table(summary_metric: dict[str, dict]) -> str:
+    lines = [
+        "| method | " + " | ".join(h for _, _, h, _ in COLUMNS) + " |",
+        "|---" * (len(COLUMNS) + 1) + "|",
+    ]
+    skipped, notes = [], []
+    for method in _ordered(summary_metric):
+        cell = summary_metric[method]
+        if "not_applicable" in cell:
+            skipped.append((METHODS.get(method, method), cell["not_applicable"]))
+            continue
+        parts = [_cell(cell, a, b, d) for a, b, _, d in COLUMNS]
+        mark = " \\*" if cell.get("notes") else ""
+        lines.append(f"| {METHODS.get(method, method)}{mark} | " + " | ".join(parts) + " |")
+        notes += [f"\n\\* {METHODS.get(method, method)}: {n}" for n in cell.get("notes", [])]
+    lines += notes
+    for reason in sorted({r for _, r in skipped}):
+        names = ", ".join(n for n, r in skipped if r == reason)
+        lines.append(f"\nNot applicable: {names} ({reason}).")
+    return "\n".join(lines) + "\n"
+
+
+def _wall(record: dict) -> str:
+    seconds = record.get("stage_seconds") or {}
+    totals = [sum(_finite(t.values())) for t in seconds.values() if t]
+    if not totals:
+        return "not recorded"
+    stages = sorted({s for t in seconds.values() for s in t})
+    per_stage = ", ".join(
+        f"{s} {np.mean(_finite(t.get(s) for t in seconds.values())):.0f} s" for s in stages
+    )
+    return (
+        f"{np.mean(totals):.0f} s per seed ({per_stage}; mean over {len(totals)} seed(s), "
+        "last invocation of each stage)"
+    )
+
+
+def _seeds_line(record: dict) -> str:
+    seeds = sorted(record.get("per_seed", {}), key=lambda s: int(s))
+    return f"{len(seeds)} seed(s) ({', '.join(seeds)})" if seeds else "no seeds"
+
+
+def render_experiment(e: Experiment, record: dict | None, level: str = "###") -> list[str]:
+    lines = [f"{level} {e.section}: {e.label}", ""]
+    lines += ["```bash", e.command, "```", ""]
+    if record is None:
+        return lines + [f"*{NOT_RUN}.*", ""]
+    if "mislabel" in record:
+        extra = record["mislabel"].get("seconds", {})
+        after = "".join(f"; then {k} {v:.0f} s" for k, v in extra.items())
+        return lines + render_mislabel(record) + [f"Wall time: {_wall(record)}{after}.", ""]
+    lines.append(
+        f"Held-out test runs; {_seeds_line(record)}; wall time: {_wall(record)}; "
+        f"from {record.get('source', 'workdir')} of `{record.get('workdir', e.workdir)}`."
+    )
+    lines.append("")
+    for metric, methods in sorted(summarise(record["per_seed"]).items()):
+        lines += [f"**{metric}**", "", method_table(methods)]
+        said = reading(record["per_seed"], metric)
+        if said:
+            lines += [said, ""]
+    if record.get("plots"):
+        links = ", ".join(f"[{Path(p).name}]({p})" for p in record["plots"])
+        lines += [f"Plots (first seed, first test run): {links}", ""]
+    return lines
+
+
+def reading(per_seed: dict[str, dict], metric: str, method: str = "gptfluence") -> str:
+    """A sentence computed from the seeds: in how many seeds ``method`` has a lower all-steps
+    MSE than each of the other main methods (paired by seed)."""
+    rivals = ("simfluence", "tracin_cp_all", "grad_dot", "persistence", "mean_trajectory")
+    parts = []
+    for rival in rivals:
+        wins = total = 0
+        for rows in per_seed.values():
+            a = rows.get(metric, {}).get(method, {}).get("mse_mean")
+            b = rows.get(metric, {}).get(rival, {}).get("mse_mean")
+            if _finite([a]) and _finite([b]):
+                total += 1
+                wins += a < b
+        if total:
+            parts.append(f"{METHODS[rival]} in {wins} of {total}")
+    if not parts:
+        return ""
+    return (
+        f"{METHODS.get(method, method)} has the lower all-steps MSE (paired by seed) than "
+        + ", ".join(parts)
+        + " seed(s)."
+    )
+
+
+def render_mislabel(record: dict) -> list[str]:
+    m = record["mislabel"]
+    fractions = m.get("report_fractions", [0.1, 0.2, 0.3, 0.5])
+    lines = [
+        f"{m.get('flipped_total')} of {m.get('pool_size')} pool labels flipped. Fraction of the "
+        "flipped labels found after checking the given fraction of the pool, most suspicious "
+        "first:",
+        "",
+        "| ranking | " + " | ".join(f"{f:.0%} checked" for f in fractions) + " |",
+        "|---" * (len(fractions) + 1) + "|",
+    ]
+    for name, curve in m.get("curves", {}).items():
+        found = np.asarray(curve["found"], np.float64)
+        checked = np.asarray(curve["checked"], np.float64)
+        cells = [f"{np.interp(f, checked, found):.3f}" for f in fractions]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    if m.get("unavailable"):
+        for name, reason in m["unavailable"].items():
+            lines.append(f"- {name}: not available ({reason})")
+        lines.append("")
+    retrain = m.get("retrain")
+    if retrain:
+        lines += ["Test accuracy after fixing the checked labels and retraining:", ""]
+        lines += ["| fixed by | checked | test accuracy |", "|---|---|---|"]
+        for row in retrain:
+            lines.append(f"| {row['ranking']} | {row['checked']:.0%} | {row['accuracy']:.3f} |")
+        lines.append("")
+        ends = {r["ranking"]: r["accuracy"] for r in retrain}
+        if ends.get("all labels fixed", 1.0) <= ends.get("no fix", 0.0):
+            lines += [
+                "Fixing every label does not raise the test accuracy here, so this retraining "
+                "cannot tell the rankings apart at this scale.",
+                "",
+            ]
+    else:
+        lines += ["Retraining after fixing the checked labels: not run yet.", ""]
+    for p in record.get("plots", []):
+        if Path(p).name.startswith("mislabel"):
+            lines += [f"![{Path(p).stem}]({p})", ""]
+    return lines
+
+
+def ablation_table(experiments: list[Experiment], records: dict[str, dict]) -> list[str]:
+    """One row per variant: GPTfluence's figures beside the mean trajectory's (loss)."""
+    lines = [
+        "| variant | method | " + " | ".join(h for _, _, h, _ in COLUMNS) + " |",
+        "|---|---" + "|---" * len(COLUMNS) + "|",
+    ]
+    for e in experiments:
+        record = records.get(e.key)
+        if record is None:
+            lines.append(f"| {e.label} | {NOT_RUN} |" + " |" * len(COLUMNS))
+            continue
+        loss = summarise(record["per_seed"]).get("loss", {})
+        for method in ("gptfluence", "mean_trajectory"):
+            if method in loss and "not_applicable" not in loss[method]:
+                cells = [_cell(loss[method], a, b, d) for a, b, _, d in COLUMNS]
+                lines.append(f"| {e.label} | {METHODS[method]} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def cost_table(experiments: list[Experiment], records: dict[str, dict]) -> list[str]:
+    lines = [
+        "| experiment | seeds | prepare (s) | collect (s) | simulate (s) | baselines (s) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for e in experiments:
+        record = records.get(e.key)
+        if not record or not record.get("stage_seconds"):
+            continue
+        seconds = record["stage_seconds"]
+        cells = []
+        for stage in ("prepare", "collect", "simulate", "baselines"):
+            v = _finite(t.get(stage) for t in seconds.values())
+            cells.append(f"{np.mean(v):.0f}" if v else "–")
+        lines.append(f"| {e.section}: {e.label} | {len(seconds)} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def method_seconds_table(experiments: list[Experiment], records: dict[str, dict]) -> list[str]:
+    """Seconds each method took where its results row records them (mean over seeds; the
+    gradient baselines' per-sample cost on the held-out runs, loss)."""
+    cells: dict[str, dict[str, float]] = {}
+    for e in experiments:
+        record = records.get(e.key)
+        for rows in (record or {}).get("per_seed", {}).values():
+            for method, row in rows.get("loss", {}).items():
+                v = _finite([row.get("seconds")])
+                if v:
+                    cells.setdefault(f"{e.section}: {e.label}", {}).setdefault(method, [])
+                    cells[f"{e.section}: {e.label}"][method].append(v[0])
+    methods = _ordered({m for per in cells.values() for m in per})
+    if not methods:
+        return []
+    lines = [
+        "Seconds per method (loss; mean over seeds) where the results record them:",
+        "",
+        "| experiment | " + " | ".join(METHODS.get(m, m) for m in methods) + " |",
+        "|---" * (len(methods) + 1) + "|",
+    ]
+    for name, per in cells.items():
+        parts = [f"{np.mean(per[m]):.1f}" if m in per else "–" for m in methods]
+        lines.append(f"| {name} | " + " | ".join(parts) + " |")
+    return lines + [""]
+
+
+HEADER = """# Experiments (issue #14)
+
+<!-- Generated by `python -m experiments.report` from experiments/results/*.json, which it
+harvests from the experiments' workdirs. Do not edit by hand: edit experiments/report.py or
+run the experiments, then run the script again. -->
+
+Every figure below comes from a config in `configs/` and the command shown with it; the
+numbers are read from the results JSON files of the workdir that command writes (snapshots
+in `experiments/results/`). What the protocol is, how the small base model was trained and
+how to read each table: [docs/experiments.md](docs/experiments.md).
+
+A table cell is `m (s) ± d`: m the mean over seeds of the seed's figure on its held-out test
+runs, s the mean over seeds of that figure's spread (the paper's "(std)": over trajectories
+for MSE / MAE, over test runs for the final-step ρ, over test examples for the LDS), d the
+standard deviation over seeds. Rows without `± d` come from one seed. The LDS column shows
+the across-run ρ for results recorded before the LDS had its own key.
+
+The paper's figures for comparison (GPTfluence, Chai et al. 2024, Pythia-410M, loss;
+all-steps MSE / final-step ρ): instruction tuning, mean of 5 tasks — Simfluence 0.770 / 0.779,
+GPTfluence 0.093 / 0.860, TracIn-CP 0.413 / 0.421, Grad-Dot 6.479 / 0.421; fine-tuning —
+Simfluence 0.026 / 0.931, GPTfluence 0.015 / 0.933.
+"""
+
+
+def render(repo: Path, experiments: list[Experiment], snapshots: Path) -> str:
+    records = {}
+    for e in experiments:
+        path = repo / snapshots / f"{e.key}.json"
+        if path.is_file():
+            records[e.key] = io.read_json(path)
+    lines = [HEADER]
+    sections: dict[str, list[Experiment]] = {}
+    for e in experiments:
+        sections.setdefault(e.section, []).append(e)
+    ran = sum(1 for e in experiments if e.key in records)
+    lines += [
+        f"{ran} of {len(experiments)} experiments have results; the others are listed with "
+        f"the command that runs them.",
+        "",
+    ]
+    for section, members in sections.items():
+        lines += [f"## {section}", ""]
+        if section.startswith("Ablation"):
+            lines += ["GPTfluence beside the mean trajectory, loss:", ""]
+            lines += ablation_table(members, records)
+        waiting = []
+        for e in members:
+            if section.startswith("Ablation") and e.key not in records:
+                waiting.append(e.command)
+            else:
+                lines += render_experiment(e, records.get(e.key))
+        if waiting:
+            lines += [f"Variants {NOT_RUN}:", "", "```bash", *waiting, "```", ""]
+    lines += ["## Cost", ""]
+    lines += [
+        "Stage wall times of the experiments that ran (mean over seeds; 2 shared CPU cores "
+        "unless said otherwise). Per-sample simulation latency and FLOPs of each method "
+        "(the paper's Table 5) are not measured by these runs yet.",
+        "",
+    ]
+    lines += cost_table(experiments, records)
+    lines += method_seconds_table(experiments, records)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repo", default=str(REPO), help="repository root (workdirs relative)")
+    parser.add_argument("--out", default=None, help="EXPERIMENTS.md path (default: repo's)")
+    parser.add_argument("--no-harvest", action="store_true", help="render the snapshots only")
+    parser.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
+    args = parser.parse_args(argv)
+    repo = Path(args.repo)
+    out = Path(args.out) if args.out else repo / OUT
+    experiments = EXPERIMENTS + discovered(repo, EXPERIMENTS)
+    if args.check:
+        text = render(repo, experiments, SNAPSHOTS)
+        current = out.read_text() if out.is_file() else ""
+        if current != text:
+            print(f"{out} is out of date: run python -m experiments.report", file=sys.stderr)
+            return 1
+        return 0
+    if not args.no_harvest:
+        done = harvest(repo, experiments, SNAPSHOTS)
+        print(f"harvested {len(done)} experiment(s): {', '.join(done) or 'none'}")
+    io.atomic_write_text(out, render(repo, experiments, SNAPSHOTS))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""experiments.report renders EXPERIMENTS.md from results JSON files: checked on synthetic
+workdirs whose figures are known, so every cell can be recomputed here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments import report
+
+
+def row(mse, mse_std, rho, lds=None, across=None, **extra):
+    r = {
+        "mse_mean": mse,
+        "mse_std": mse_std,
+        "mae_mean": mse / 2,
+        "mae_std": mse_std / 2,
+        "final_spearman_mean": rho,
+        "final_spearman_std": 0.1,
+        "across_run_spearman": across if across is not None else float("nan"),
+    }
+    if lds is not None:
+        r |= {"lds_mean": lds, "lds_std": 0.2}
+    return r | extra
+
+
+def write_seed(root: Path, seed: int, gpt_mse: float, lds: float | None = 0.5) -> None:
+    results = root / f"seed_{seed}" / "results"
+    results.mkdir(parents=True)
+    simulators = {
+        "loss": {
+            "gptfluence": row(gpt_mse, 0.01, 0.8, lds=lds),
+            "simfluence": row(0.3, 0.02, 0.7, lds=lds, note="kept its initial state"),
+        }
+    }
+    baselines = {
+        "loss": {
+            "persistence": row(1.0, 0.5, 0.4, across=0.25),
+            "tracin_cp_all": row(2.0, 1.0, 0.3, lds=0.1, seconds=10.0 + seed),
+        },
+        "bleu": {
+            "tracin_cp_all": {
+                k: float("nan") for k in ("mse_mean", "mse_std", "mae_mean", "mae_std")
+            }
+            | {"not_applicable": True, "reason": "gradient influence predicts changes in loss"},
+        },
+    }
+    (results / "simulators.json").write_text(json.dumps({"results": simulators}))
+    (results / "baselines.json").write_text(json.dumps({"results": baselines}))
+    (results / "timings.json").write_text(json.dumps({"collect": 100.0 + seed, "simulate": 20.0}))
+    (results / "simulators_loss.png").write_bytes(b"\x89PNG fake")
+
+
+@pytest.fixture
+def repo(tmp_path):
+    wd = tmp_path / "workdirs" / "finetune_sst2"
+    write_seed(wd, 0, 0.10)
+    write_seed(wd, 1, 0.20)
+    write_seed(wd, 2, 0.30)
+    return tmp_path
+
+
+def sst2_section(text: str) -> str:
+    start = text.index("### Fine-tuning: SST-2")
+    return text[start : text.index("### Fine-tuning: RTE")]
+
+
+def test_harvest_and_render_the_paper_layout(repo):
+    done = report.harvest(repo, report.EXPERIMENTS, report.SNAPSHOTS)
+    # The ladder's d64 rung is the SST-2 experiment's config: it reads the same workdir.
+    assert done == ["finetune_sst2", "ablation_model_size/d64"]
+    snapshot = json.loads((repo / report.SNAPSHOTS / "finetune_sst2.json").read_text())
+    assert sorted(snapshot["per_seed"]) == ["0", "1", "2"]
+    assert (repo / report.SNAPSHOTS / "finetune_sst2" / "simulators_loss.png").is_file()
+
+    text = report.render(repo, report.EXPERIMENTS, report.SNAPSHOTS)
+    section = sst2_section(text)
+    mses = [0.10, 0.20, 0.30]
+    expected = f"{np.mean(mses):.4f} (0.0100) ± {np.std(mses):.4f}"
+    assert f"| GPTfluence | {expected} |" in section
+    # MAE is half the MSE here; ρ and LDS are the same for every seed (std 0).
+    assert f"{np.mean(mses) / 2:.4f} (0.0050) ± {np.std(mses) / 2:.4f}" in section
+    assert "| 0.800 (0.100) ± 0.000 | 0.500 (0.200) ± 0.000 |" in section
+    # Rows in the paper's order: GPTfluence, Simfluence, TracIn-CP, ..., persistence.
+    order = [section.index(f"| {m} ") for m in ("GPTfluence", "Simfluence", "persistence")]
+    assert order == sorted(order)
+    assert section.index("| TracIn-CP (all steps) |") < section.index("| persistence |")
+    # Rows recorded before the LDS key: the across-run ρ, without a spread.
+    assert "| persistence | 1.0000 (0.5000) ± 0.0000 |" in section
+    assert section.rstrip().count("0.250 ± 0.000") == 1
+    # A method that does not apply to a metric is named with its reason, never scored.
+    assert "Not applicable: TracIn-CP (all steps) (gradient influence" in section
+    assert "3 seed(s) (0, 1, 2)" in section
+    assert "| Simfluence \\* | 0.3000 (0.0200)" in section
+    assert "\\* Simfluence: kept its initial state" in section
+    # GPTfluence's MSE (0.1, 0.2, 0.3) against Simfluence's 0.3 in every seed: 2 wins of 3.
+    assert (
+        "GPTfluence has the lower all-steps MSE (paired by seed) than Simfluence in 2 of 3, "
+        "TracIn-CP (all steps) in 3 of 3, persistence in 3 of 3 seed(s)."
+    ) in section
+    assert "wall time: 121 s per seed (collect 101 s, simulate 20 s" in section
+    assert "(experiments/results/finetune_sst2/simulators_loss.png)" in section
+    # Experiments without results are listed with their command, numbers never invented.
+    rte = text[text.index("### Fine-tuning: RTE") :]
+    rte = rte[: rte.index("###", 3)]
+    assert "*not run yet.*" in rte
+    assert "python -m gptjax.pipeline.seeds --config configs/finetune_rte.py" in rte
+    assert "2 of " in text and "experiments have results" in text
+    assert f"| d64 | GPTfluence | {expected} |" in text
+    assert "| Fine-tuning: SST-2 | 3 | – | 101 | 20 | – |" in text
+    assert "| experiment | TracIn-CP (all steps) |" in text
+    assert "| Fine-tuning: SST-2 | 11.0 |" in text
+
+
+def test_one_seed_has_no_spread_over_seeds(tmp_path):
+    write_seed(tmp_path / "workdirs" / "finetune_rte", 4, 0.25, lds=None)
+    report.harvest(tmp_path, report.EXPERIMENTS, report.SNAPSHOTS)
+    text = report.render(tmp_path, report.EXPERIMENTS, report.SNAPSHOTS)
+    rte = text[text.index("### Fine-tuning: RTE") : text.index("### Fine-tuning: BoolQ")]
+    assert "| GPTfluence | 0.2500 (0.0100) | 0.1250 (0.0050) | 0.800 (0.100) | – |" in rte
+    assert "1 seed(s) (4)" in rte
+    assert "*not run yet.*" in text[text.index("### Fine-tuning: SST-2") :]
+
+
+def test_ablation_summary_lists_every_variant(tmp_path):
+    write_seed(tmp_path / "workdirs" / "ablation_markov_order" / "order_3", 0, 0.05)
+    report.harvest(tmp_path, report.EXPERIMENTS, report.SNAPSHOTS)
+    text = report.render(tmp_path, report.EXPERIMENTS, report.SNAPSHOTS)
+    section = text[text.index("## Ablation: Markov order") : text.index("## Ablation: encoder")]
+    assert "| n = 3 | GPTfluence | 0.0500 (0.0100) |" in section
+    for n in (1, 2, 5, 10):
+        assert f"| n = {n} | not run yet |" in section
+        assert f"--config configs/ablation_markov_order.py:{n} " in section
+
+
+def test_mislabel_record_renders(tmp_path):
+    results = tmp_path / "workdirs" / "mislabel_sst2" / "results"
+    results.mkdir(parents=True)
+    curve = {"checked": [0.0, 0.5, 1.0], "found": [0.0, 0.8, 1.0]}
+    record = {
+        "pool_size": 100,
+        "flipped_total": 40,
+        "report_fractions": [0.5],
+        "curves": {"GPTfluence self-influence": curve},
+        "retrain": [
+            {"ranking": "no fix", "checked": 0.0, "accuracy": 0.6},
+            {"ranking": "TracIn self-influence", "checked": 0.2, "accuracy": 0.65},
+            {"ranking": "all labels fixed", "checked": 1.0, "accuracy": 0.6},
+        ],
+        "seconds": {"rankings": 12.0, "retrain": 30.0},
+    }
+    (results / "mislabel.json").write_text(json.dumps(record))
+    (results / "mislabel_curve.png").write_bytes(b"\x89PNG fake")
+    assert report.harvest(tmp_path, report.EXPERIMENTS, report.SNAPSHOTS) == ["mislabel_sst2"]
+    text = report.render(tmp_path, report.EXPERIMENTS, report.SNAPSHOTS)
+    assert "40 of 100 pool labels flipped" in text
+    assert "| GPTfluence self-influence | 0.800 |" in text
+    assert "| TracIn self-influence | 20% | 0.650 |" in text
+    assert "cannot tell the rankings apart" in text  # the oracle fix gains nothing here
+    assert "then rankings 12 s; then retrain 30 s." in text
+    assert "![mislabel_curve](experiments/results/mislabel_sst2/mislabel_curve.png)" in text
+    assert (tmp_path / report.SNAPSHOTS / "mislabel_sst2" / "mislabel_curve.png").is_file()
+
+
+def test_check_flags_a_stale_file(repo, capsys):
+    out = repo / "EXPERIMENTS.md"
+    args = ["--repo", str(repo), "--out", str(out)]
+    (repo / "configs").mkdir()
+    assert report.main(args) == 0
+    assert report.main([*args, "--check"]) == 0
+    out.write_text(out.read_text().replace("GPTfluence", "GPTfluenze", 1))
+    assert report.main([*args, "--check"]) == 1
+    assert "out of date" in capsys.readouterr().err
+
+
+def test_discovered_configs_are_listed(tmp_path):
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "smollm2_sst2.py").write_text(
+        '"""SmolLM2.\n\n    python -m gptjax.pipeline.seeds --config configs/smollm2_sst2.py \\\n'
+        '        --seeds 0,1 --workdir workdirs/smollm2_sst2 --out x.json\n"""\n'
+    )
+    (tmp_path / "configs" / "demo.py").write_text('"""python -m gptjax.main --config x"""\n')
+    found = report.discovered(tmp_path, report.EXPERIMENTS)
+    assert [(e.key, e.workdir, e.seeds) for e in found] == [
+        ("smollm2_sst2", "workdirs/smollm2_sst2", "0,1")
+    ]
+
+
+def test_experiments_md_matches_its_snapshots():
+    """Every experiment block of the committed EXPERIMENTS.md is what the committed snapshots
+    render: its numbers come from results files, none typed by hand."""
+    repo = Path(__file__).resolve().parent.parent
+    text = (repo / "EXPERIMENTS.md").read_text()
+    for e in report.EXPERIMENTS:
+        path = repo / report.SNAPSHOTS / f"{e.key}.json"
+        record = json.loads(path.read_text()) if path.is_file() else None
+        block = "\n".join(report.render_experiment(e, record))
+        if record is None and e.section.startswith("Ablation"):
+            assert e.command in text, f"{e.key}: its command is missing"
+            continue
+        assert block in text, f"{e.key}: EXPERIMENTS.md differs; run python -m experiments.report"
