@@ -172,6 +172,30 @@ class FittedSimulator:
         return self.config.order if self.kind == "gptfluence" else 1
 
     @property
+    def note(self) -> str:
+        """What the results table should say about this fit ("" when nothing): a simulator
+        whose best validation rollout was its untrained initial state (best epoch 0) or
+        that early-stopped on its training runs for want of validation runs."""
+        summary = next((h for h in reversed(self.history) if "best_epoch" in h), None)
+        if summary is None:
+            return ""
+        notes = []
+        if summary["best_epoch"] == 0:
+            ran = summary.get("epochs_run")
+            notes.append(
+                "early-stopped at its initial state (best epoch 0"
+                + (f" of {ran}" if ran is not None else "")
+                + "): training never improved the validation rollout"
+            )
+        if summary.get("stopped_on") == "training":
+            notes.append("no validation runs: early-stopped on the training runs (fallback)")
+        return "; ".join(notes)
+
+    def result_fields(self) -> dict:
+        """``{"note": ...}`` to merge into its results row when there is something to say."""
+        return {"note": self.note} if self.note else {}
+
+    @property
     def model(self) -> nnx.Module:
         return nnx.merge(self.graphdef, self.params)
 

@@ -209,9 +209,10 @@ def fit(
     val_runs = _valid_runs(val_runs, y, valid)
     if len(train_runs) == 0:
         raise ValueError("no valid training runs")
+    stopped_on = "validation"
     if len(val_runs) == 0:
         log.warning("no validation runs: early stopping on the training runs' rollout")
-        val_runs = train_runs
+        val_runs, stopped_on = train_runs, "training"
     order = cfg.order if model_kind == "gptfluence" else 1
     every = max(1, cfg.observe_every)
     observed = observed_steps(y, np.concatenate([train_runs, val_runs]), every)
@@ -336,7 +337,14 @@ def fit(
         if bad >= cfg.patience:
             break
     bar.close()
-    history.append({"best_epoch": best_epoch, "best_val_mse": best_val})
+    history.append(
+        {
+            "best_epoch": best_epoch,
+            "best_val_mse": best_val,
+            "epochs_run": len(history) - 1,
+            "stopped_on": stopped_on,
+        }
+    )
     fitted = FittedSimulator(
         model_kind,
         cfg,

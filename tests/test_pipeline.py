@@ -110,7 +110,7 @@ def test_second_invocation_resumes_and_changes_nothing(finished, monkeypatch):
         raise AssertionError("a finished step was recomputed")
 
     monkeypatch.setattr(fit_module, "fit", refuse)
-    monkeypatch.setattr(runner, "make_run_step", refuse)  # any collection would build it
+    monkeypatch.setattr(runner, "make_run_block", refuse)  # any collection would build it
     run_pipeline(pipeline_config(), workdir)
     assert snapshot(workdir) == before
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes

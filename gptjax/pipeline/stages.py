@@ -143,7 +143,7 @@ def simulate_stage(
                 progress=config.progress,
             )
             preds[name] = fitted.rollout(dyn.curricula[test], true[:, :start], lr=dyn.lr[test])
-            rows[name] = evaluate(preds[name], true, start)
+            rows[name] = evaluate(preds[name], true, start) | fitted.result_fields()
         preds |= _sanity_predictions(y, split, start)
         for name in config_lib.SANITY_METHODS:
             rows[name] = evaluate(preds[name], true, start)
