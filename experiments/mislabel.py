@@ -109,7 +109,7 @@ def tracin_self_influence(ow: queries.OpenWorkdir, run: int | None = None) -> np
             f"run {run} saved no parameters (collect.save_params is "
             f"{ow.config.collect.save_params!r})"
         )
-    base, params_at, saved_steps, (pool_tokens, _) = ow._gradient_inputs
+    base, params_at, saved_steps, (pool_tokens, _) = ow.gradient_inputs
     steps = ow.dynamics.curricula.shape[1]
     k = int(ow.config.baselines.num_checkpoints)
     schedule = checkpoint_schedule(saved_steps(run), steps, "k", k=k)
@@ -186,8 +186,8 @@ def curves_csv(curves: dict[str, dict]) -> str:
 
 # ---- retraining after fixing labels ---------------------------------------------------------
 def _pools(ow: queries.OpenWorkdir):
-    return [queries._example(r) for r in ow.pools["train"]], [
-        queries._example(r) for r in ow.pools["test"]
+    return [queries.example_of_row(r) for r in ow.pools["train"]], [
+        queries.example_of_row(r) for r in ow.pools["test"]
     ]
 
 
@@ -218,8 +218,8 @@ def retrain_accuracy(ow, examples, test, label_words, seed: int) -> float:
 
     c = ow.config
     pools = Pools(
-        train=[queries._example(r) for r in ow.pools["train"]],
-        unseen=[queries._example(r) for r in ow.pools["unseen"]],
+        train=[queries.example_of_row(r) for r in ow.pools["train"]],
+        unseen=[queries.example_of_row(r) for r in ow.pools["unseen"]],
         test=test,
         flipped=np.asarray(ow.pools["flipped"], bool),
         task_of_train=list(ow.pools.get("task_of_train", [])),

@@ -201,7 +201,7 @@ def test_config_data_prepares(path, variant):
     from gptjax.pipeline import preparation
 
     config = config_of(load_module(path), variant)
-    pools = preparation._build_pools(config)
+    pools = preparation.build_config_pools(config)
     d = config.data
     assert len(pools.train) == d.pool_size
     assert len(pools.unseen) == d.unseen_size
@@ -210,7 +210,7 @@ def test_config_data_prepares(path, variant):
         assert sum(map(bool, pools.flipped[: d.pool_size])) == round(d.label_noise * d.pool_size)
     if config.model.source == "init" and config.model.pretrain_steps:
         with contextlib.redirect_stdout(io.StringIO()):
-            examples = preparation._pretraining_examples(config, pools)
+            examples = preparation.pretraining_examples(config, pools)
         texts = {e.input + e.target for e in pools.pool + pools.test}
         assert examples and not any(e.input + e.target in texts for e in examples)
 

@@ -113,7 +113,7 @@ def load_base_model(
     return init_model(cfg, seed=m.init_seed), tokenizer
 
 
-def _build_pools(config: ml_collections.ConfigDict, **overrides: Any) -> Pools:
+def build_config_pools(config: ml_collections.ConfigDict, **overrides: Any) -> Pools:
     d = config.data
     mixture = tuple(config_lib.names_in(d.mixture_tasks)) or None
     source, task_kwargs = d.source, d.task_kwargs.to_dict()
@@ -159,12 +159,12 @@ def unknown_tokens(examples: list[Example], tokenizer: CompactTokenizer) -> tupl
     return unknown, sum(len(ids) for ids in encoded)
 
 
-def _pretraining_examples(config: ml_collections.ConfigDict, pools: Pools) -> list[Example]:
+def pretraining_examples(config: ml_collections.ConfigDict, pools: Pools) -> list[Example]:
     """Examples of the same task built with ``model.pretrain_task_kwargs``, disjoint from the
     pools and the test set by construction (examples with the same text are dropped)."""
     m = config.model
     try:
-        pretrain = _build_pools(
+        pretrain = build_config_pools(
             config,
             pool_size=m.pretrain_examples,
             unseen_size=0,
@@ -201,7 +201,7 @@ def _pretrain(
     """Train a fresh base model on examples of the same task built with
     ``model.pretrain_task_kwargs`` (the demo: another world, sharing no facts with the pools),
     none of which has the text of a pool, unseen or test example."""
-    examples = _pretraining_examples(config, pools)
+    examples = pretraining_examples(config, pools)
     if isinstance(tokenizer, CompactTokenizer):
         unknown, total = unknown_tokens(examples, tokenizer)
         if unknown:
@@ -229,7 +229,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: Workdir) -> Prepared:
     ``config.json`` is written only once all of it succeeded."""
     config_lib.validate(config)
     check_workdir_config(config, workdir)
-    pools = _build_pools(config)
+    pools = build_config_pools(config)
     model, tokenizer = load_base_model(config, pools)
     if config.data.chat_template:
         pools = with_chat_template(pools, tokenizer)

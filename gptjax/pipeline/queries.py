@@ -58,7 +58,7 @@ def higher_is_better(metric: str) -> bool:
     return metric not in LOWER_IS_BETTER
 
 
-def _example(row: dict[str, Any]) -> Example:
+def example_of_row(row: dict[str, Any]) -> Example:
     names = {f.name for f in dataclasses.fields(Example)}
     fields = {k: v for k, v in row.items() if k in names}
     fields["references"] = tuple(fields.get("references") or ())
@@ -205,7 +205,7 @@ class OpenWorkdir:
 
     # ---- TracIn --------------------------------------------------------------------------
     @functools.cached_property
-    def _gradient_inputs(self) -> tuple[Any, Any, Any, Any]:
+    def gradient_inputs(self) -> tuple[Any, Any, Any, Any]:
         """(base model, params_at, saved_steps, (pool tokens, test tokens))."""
         from gptjax.collect.checkpoints import params_reader
         from gptjax.models.checkpoint import restore_model
@@ -213,9 +213,9 @@ class OpenWorkdir:
         from gptjax.tasks import tokenize_examples
 
         pools = Pools(
-            train=[_example(r) for r in self.pools["train"]],
-            unseen=[_example(r) for r in self.pools["unseen"]],
-            test=[_example(r) for r in self.pools["test"]],
+            train=[example_of_row(r) for r in self.pools["train"]],
+            unseen=[example_of_row(r) for r in self.pools["unseen"]],
+            test=[example_of_row(r) for r in self.pools["test"]],
             flipped=np.asarray(self.pools.get("flipped", []), bool),
             task_of_train=list(self.pools.get("task_of_train", [])),
             task_of_test=list(self.pools.get("task_of_test", [])),
@@ -255,7 +255,7 @@ class OpenWorkdir:
                 f"{self.config.collect.save_params!r}); collect with e.g. 'all' or 'evenly:10'"
             )
             return out
-        base, params_at, saved_steps, (pool_tokens, test_tokens) = self._gradient_inputs
+        base, params_at, saved_steps, (pool_tokens, test_tokens) = self.gradient_inputs
         steps = self.dynamics.curricula.shape[1]
         schedule = checkpoint_schedule(saved_steps(run), steps, "k", k=int(bc.num_checkpoints))
         weights = checkpoint_weights(schedule, self.dynamics.lr[run])
