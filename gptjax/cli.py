@@ -37,8 +37,12 @@ def run_reporting_errors(fn: Callable[[], T], *, debug: bool = False, immediate:
     try:
         return fn()
     except KeyboardInterrupt:
+        # By now every `with` block has unwound (the workdir lock released, half-written
+        # files removed). Leave at once: a normal interpreter shutdown while XLA's threads are
+        # still compiling or running was seen to crash (SIGSEGV) instead of exiting 130.
         print("interrupted", file=sys.stderr)
-        _exit(130, immediate)
+        sys.stdout.flush()
+        _exit(130, immediate=True)
     except USER_ERRORS as err:
         if debug:
             raise
