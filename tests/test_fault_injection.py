@@ -40,7 +40,7 @@ OVERRIDES = [
 ]
 
 
-def start(workdir: Path) -> subprocess.Popen:
+def start(workdir: Path, **popen) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "gptjax.main", f"--config={TINY}", f"--workdir={workdir}"]
     return subprocess.Popen(
         cmd + OVERRIDES,
@@ -49,6 +49,7 @@ def start(workdir: Path) -> subprocess.Popen:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        **popen,
     )
 
 
@@ -105,8 +106,15 @@ def test_killed_three_times_then_finished_equals_uninterrupted(tmp_path):
     assert not (workdir / ".lock").exists()
 
 
+def _interruptible() -> None:
+    # A child inherits an ignored SIGINT, and Python then installs no KeyboardInterrupt
+    # handler. In the full suite something earlier in the same worker left SIGINT ignored
+    # (the CLI then ran to the end and exited 0): give the CLI a terminal's default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_exits_130_and_releases_the_workdir(tmp_path):
-    proc = start(tmp_path / "wd")
+    proc = start(tmp_path / "wd", preexec_fn=_interruptible)
     while proc.poll() is None and not (tmp_path / "wd" / ".lock").exists():
         time.sleep(0.05)
     time.sleep(1.0)
