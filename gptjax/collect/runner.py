@@ -32,6 +32,7 @@ from gptjax.collect.train_step import (
     COMPUTE_DTYPES,
     RESIDUAL,
     Objective,
+    cast_floats,
     eval_losses,
     make_optimizer,
     make_run_block,
@@ -299,6 +300,14 @@ def collect(
     if first_layer:
         pool = cached_residuals(base_model, pool, first_layer, spec.eval_chunk)
         test = cached_residuals(base_model, test, first_layer, spec.eval_chunk)
+    if spec.compute_dtype != "float32":
+        # Cast what every step reads but never changes once, not inside each step's loss
+        # (the Objective's cast of an array already in the dtype is free).
+        dtype = COMPUTE_DTYPES[spec.compute_dtype]
+        frozen = cast_floats(frozen, dtype)
+        pool, test = (
+            {k: v.astype(dtype) if k == RESIDUAL else v for k, v in t.items()} for t in (pool, test)
+        )
     replicated = NamedSharding(mesh, P())
     pool, test, frozen = jax.device_put((pool, test, frozen), replicated)
 

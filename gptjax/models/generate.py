@@ -173,8 +173,10 @@ def _checked(
     has_key: bool,
     pad_id: int,
     bucket: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
-    """(tokens, mask, padded EOS ids, EOS ids) for a generation call, its arguments checked."""
+) -> tuple[jax.Array, jax.Array, tuple, dict[str, Any], list[int]]:
+    """(tokens, mask, the traced arguments after the key, the static ones, EOS ids) of a
+    call of the jitted loop, its arguments checked; one place for `generate` and
+    `generate_runs`."""
     if max_new_tokens < 1:
         raise ValueError(f"generate: max_new_tokens must be >= 1, got {max_new_tokens}")
     if temperature < 0:
@@ -194,7 +196,14 @@ def _checked(
     vocab = cfg.vocab_size
     if tokens.max() >= vocab or tokens.min() < 0:
         raise ValueError(f"generate: prompt token ids must be in [0, {vocab})")
-    return tokens, mask, eos_ids, eos
+    traced = (
+        jnp.asarray(eos_ids),
+        jnp.float32(max(temperature, 1e-6)),
+        jnp.float32(top_p),
+        jnp.int32(pad_id),
+    )
+    static = {"max_new_tokens": int(max_new_tokens), "sample": temperature > 0}
+    return jnp.asarray(tokens), jnp.asarray(mask), traced, static, eos
 
 
 def _generation(out: np.ndarray, eos: list[int], max_new_tokens: int) -> Generation:
@@ -221,24 +230,13 @@ def generate(
     and needs an explicit ``key``. A row stops after emitting one of ``eos_id`` (default: the
     model config's EOS); the loop stops when all rows have, or after max_new_tokens.
     """
-    tokens, mask, eos_ids, eos = _checked(
+    tokens, mask, traced, static, eos = _checked(
         model.config, prompts, max_new_tokens, eos_id, temperature, top_p, key is not None,
         pad_id, bucket,
     )  # fmt: skip
     graphdef, state = nnx.split(model)
-    out = _generate_jit(
-        state,
-        jnp.asarray(tokens),
-        jnp.asarray(mask),
-        jax.random.key(0) if key is None else key,
-        jnp.asarray(eos_ids),
-        jnp.float32(max(temperature, 1e-6)),
-        jnp.float32(top_p),
-        jnp.int32(pad_id),
-        graphdef=graphdef,
-        max_new_tokens=int(max_new_tokens),
-        sample=temperature > 0,
-    )
+    key = jax.random.key(0) if key is None else key
+    out = _generate_jit(state, tokens, mask, key, *traced, graphdef=graphdef, **static)
     return _generation(np.asarray(out), eos, max_new_tokens)
 
 
@@ -262,24 +260,14 @@ def generate_runs(
     to sample). Row g of the result equals ``generate`` on model g with key ``keys[g]``."""
     model_cfg = nnx.merge(graphdef, trained, *([] if frozen is None else [frozen])).config
     count = jax.tree.leaves(trained)[0].shape[0]
-    tokens, mask, eos_ids, eos = _checked(
+    tokens, mask, traced, static, eos = _checked(
         model_cfg, prompts, max_new_tokens, eos_id, temperature, top_p, keys is not None,
         pad_id, bucket,
     )  # fmt: skip
     keys = jax.random.split(jax.random.key(0), count) if keys is None else keys
+    shared = () if frozen is None else (frozen,)
     out = _generate_runs_jit(
-        trained,
-        () if frozen is None else (frozen,),
-        jnp.asarray(tokens),
-        jnp.asarray(mask),
-        keys,
-        jnp.asarray(eos_ids),
-        jnp.float32(max(temperature, 1e-6)),
-        jnp.float32(top_p),
-        jnp.int32(pad_id),
-        graphdef=graphdef,
-        max_new_tokens=int(max_new_tokens),
-        sample=temperature > 0,
+        trained, shared, tokens, mask, keys, *traced, graphdef=graphdef, **static
     )
     return [_generation(row, eos, max_new_tokens) for row in np.asarray(out)]
 
