@@ -28,6 +28,12 @@ from tqdm.auto import tqdm
 
 from gptjax.collect.checkpoints import filter_params
 from gptjax.collect.curricula import draw_curriculum, steps_per_run
+from gptjax.collect.length_buckets import (
+    MAX_BUCKETS,
+    bucket_by_length,
+    bucketed_losses,
+    trim_to_longest,
+)
 from gptjax.collect.train_step import (
     COMPUTE_DTYPES,
     RESIDUAL,
@@ -93,9 +99,14 @@ class CollectSpec:
     # Record <grad of the batch loss, grad of each test loss> before every step (TracIn-CP at
     # every step, exact, with no checkpoint stored): one forward-mode pass per step.
     tracin_dots: bool = False
+    # Evaluate the test set in this many length buckets, each trimmed to its longest example
+    # (exact: right padding, causal attention; training batches are cut to the pool's
+    # longest). 0: every sequence at its padded length, as given.
+    eval_buckets: int = MAX_BUCKETS
 
     def __post_init__(self):
         checks = [
+            (self.eval_buckets >= 0, "collect.eval_buckets must be >= 0"),
             (self.train_layers >= 0, "collect.train_layers must be >= 0"),
             (self.eval_every >= 1, "collect.eval_every must be >= 1"),
             (
@@ -274,7 +285,10 @@ def collect(
     )
     graphdef, base_params, frozen, first_layer = split_trained(base_model, spec.train_layers)
     objective = Objective(graphdef, first_layer, spec.compute_dtype)
-    pool = {k: jnp.asarray(pool_tokens[k]) for k in TOKEN_FIELDS}
+    # Trailing padding is cut (exact: right padding, causal attention): the pool to its
+    # longest example, the test set to length buckets evaluated one by one.
+    pool = trim_to_longest(pool_tokens) if spec.eval_buckets else pool_tokens
+    pool = {k: jnp.asarray(pool[k]) for k in TOKEN_FIELDS}
     test = {k: jnp.asarray(test_tokens[k]) for k in TOKEN_FIELDS}
     num_test = test["input_ids"].shape[0]
 
@@ -308,8 +322,16 @@ def collect(
         pool, test = (
             {k: v.astype(dtype) if k == RESIDUAL else v for k, v in t.items()} for t in (pool, test)
         )
+    if spec.eval_buckets:
+        test = bucket_by_length(test, spec.eval_buckets)
     replicated = NamedSharding(mesh, P())
     pool, test, frozen = jax.device_put((pool, test, frozen), replicated)
+
+    def test_losses(params, frozen, test):
+        losses_of = lambda t: objective(params, frozen, t)  # noqa: E731
+        if spec.eval_buckets:
+            return bucketed_losses(losses_of, test, spec.eval_chunk)
+        return eval_losses(losses_of, test, spec.eval_chunk)
 
     extra_every = max(extra_eval_every, 1) if extra_eval is not None else 0
     blocks = step_blocks(spec, extra_every)
@@ -320,7 +342,7 @@ def collect(
             fn = make_run_block(
                 objective,
                 optimizer,
-                spec.eval_chunk,
+                test_losses,
                 evaluate=evaluate,
                 tracin_dots=spec.tracin_dots,
             )
@@ -335,11 +357,7 @@ def collect(
             )
         return compiled[length, evaluate]
 
-    initial = np.asarray(
-        jax.jit(lambda p, f, t: eval_losses(lambda b: objective(p, f, b), t, spec.eval_chunk))(
-            base_params, frozen, test
-        )
-    )
+    initial = np.asarray(jax.jit(test_losses)(base_params, frozen, test))
     runs_sharding = NamedSharding(mesh, P("runs"))
     tokens_per_step = (
         float(np.asarray(pool_tokens["attention_mask"]).sum(1).mean()) * spec.batch_size

@@ -120,7 +120,7 @@ def make_update(objective: Objective, optimizer: optax.GradientTransformation) -
 def make_run_block(
     objective: Objective,
     optimizer: optax.GradientTransformation,
-    eval_chunk: int,
+    test_losses: Callable[[Any, Any, Any], jax.Array],
     *,
     evaluate: bool = True,
     tracin_dots: bool = False,
@@ -130,18 +130,17 @@ def make_run_block(
     ``evaluate``, the target loss of every test example.
 
     Returns (params, opt_state, alive, train_loss [S], alive_after [S], dots [S, N] or None,
-    test_losses [N] or None). ``dots[s]`` (with ``tracin_dots``) is ⟨∇ mean batch loss,
-    ∇ℓ_n⟩ at the parameters before step s, for every test example n at once: one
-    forward-mode derivative of the test losses along the batch gradient — exactly the inner
-    products TracIn-CP needs at every step, with no checkpoint stored. A run whose training
-    loss, gradient norm or evaluation becomes non-finite is marked dead from that step on,
-    and its values read NaN. Runs in a vmapped group are independent, so a dead run cannot
+    test_losses [N] or None). ``test_losses(params, frozen, test) -> [N]`` evaluates the test
+    set (`collect` passes the length-bucketed evaluation). ``dots[s]`` (with
+    ``tracin_dots``) is ⟨∇ mean batch loss, ∇ℓ_n⟩ at the parameters before step s, for
+    every test example n at once: one forward-mode derivative of the test losses along the
+    batch gradient — exactly the inner products TracIn-CP needs at every step, with no
+    checkpoint stored. A run whose training loss, gradient norm or evaluation becomes
+    non-finite is marked dead from that step on, and its values read NaN. Runs in a vmapped
+    group are independent, so a dead run cannot
     affect the others and its parameters need not be frozen.
     """
     update = make_update(objective, optimizer)
-
-    def test_losses(params, frozen, test):
-        return eval_losses(lambda t: objective(params, frozen, t), test, eval_chunk)
 
     def block(params, opt_state, alive, batch_ids, pool, test, frozen):
         def one_step(carry, ids):
