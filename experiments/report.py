@@ -111,7 +111,7 @@ def _registry() -> list[Experiment]:
     ablations = (
         ("ablation_checkpoint_interval", "Ablation: checkpoint interval", "every", (1, 2, 5, 10)),
         ("ablation_markov_order", "Ablation: Markov order", "order", (1, 2, 3, 5, 10)),
-        ("ablation_encoder", "Ablation: encoder", "", ("mean", "cls")),
+        ("ablation_encoder", "Ablation: encoder", "", ("mean", "cls", "gpt")),
         ("ablation_model_size", "Ablation: model size", "", ("d32", "d64", "d128", "d256")),
     )
     for name, section, prefix, variants in ablations:
@@ -126,15 +126,22 @@ def _registry() -> list[Experiment]:
             out.append(
                 Experiment(f"{name}/{sub}", section, label, f"configs/{name}.py:{v}", workdir)
             )
-    out.append(
-        Experiment(
-            "unseen_sst2",
-            "Unseen data",
-            "SST-2, unseen training examples in the test runs",
-            "configs/unseen_sst2.py",
-            "workdirs/unseen_sst2",
-        )
+    # The paper's Table 11: unseen training examples, unseen test examples, both.
+    unseen = (
+        ("train", "SST-2, unseen training examples in the test runs", "workdirs/unseen_sst2"),
+        (
+            "test",
+            "SST-2, test examples held out of the simulators' fit",
+            "workdirs/unseen_sst2_test",
+        ),
+        ("both", "SST-2, unseen training and test examples", "workdirs/unseen_sst2_both"),
     )
+    for variant, label, workdir in unseen:
+        name = "unseen_sst2" if variant == "train" else f"unseen_sst2_{variant}"
+        config = (
+            "configs/unseen_sst2.py" if variant == "train" else f"configs/unseen_sst2.py:{variant}"
+        )
+        out.append(Experiment(name, "Unseen data", label, config, workdir))
     out.append(
         Experiment(
             "mislabel_sst2",
@@ -554,6 +561,125 @@ def method_seconds_table(experiments: list[Experiment], records: dict[str, dict]
     return lines + [""]
 
 
+# Per-sample simulation cost (the paper's Table 5): records written by experiments/cost.py.
+COST_GLOB = "cost*.json"
+COST_COMMAND = (
+    "python -m experiments.cost --workdir workdirs/finetune_sst2/seed_0 "
+    "--out experiments/results/cost_sst2.json"
+)
+NOT_MEASURED = "not measured yet"
+
+
+def fmt_flops(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3g}"
+
+
+def fmt_seconds(v: float | None) -> str:
+    if v is None:
+        return "–"
+    if v >= 1.0:
+        return f"{v:.3g} s"
+    if v >= 1e-3:
+        return f"{v * 1e3:.3g} ms"
+    return f"{v * 1e6:.3g} µs"
+
+
+def simulation_cost_table(record: dict[str, Any]) -> list[str]:
+    """One row per method of an ``experiments.cost`` record: FLOPs and latency for one test
+    example's trajectory, alone and amortised over the workdir's test examples."""
+    n = record["test_examples"]
+    lines = [
+        f"| method | FLOPs / sample | latency / sample | FLOPs / sample, {n} at once | "
+        f"latency / sample, {n} at once | needs the run trained |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in record["methods"]:
+        if "unavailable" in row:
+            lines.append(f"| {row['label']} | not available: {row['unavailable']} | | | | |")
+            continue
+        one, many = row["single"], row["amortised"]
+        lines.append(
+            f"| {row['label']} | {fmt_flops(one['flops'])} | {fmt_seconds(one['latency_s'])} | "
+            f"{fmt_flops(many['flops'])} | {fmt_seconds(many['latency_s'])} | "
+            f"{'yes' if row.get('needs_trained_run') else 'no'} |"
+        )
+    return lines
+
+
+def simulation_cost_section(repo: Path, snapshots: Path) -> list[str]:
+    """The per-sample cost tables from ``experiments/results/cost*.json``, or the command
+    that measures them."""
+    lines = ["### Per-sample simulation cost (Table 5)", ""]
+    files = sorted((repo / snapshots).glob(COST_GLOB))
+    if not files:
+        return lines + [
+            f"Per-sample simulation latency and FLOPs of each method: *{NOT_MEASURED}*. "
+            "Measure them on a finished workdir with",
+            "",
+            "```bash",
+            COST_COMMAND,
+            "```",
+            "",
+        ]
+    lines += [
+        "What it takes to predict one test example's whole trajectory for one new curriculum "
+        "(a held-out test run): for one test example alone, and per test example when all of "
+        "the workdir's test examples are predicted at once (shared work paid once). FLOPs from "
+        "XLA's cost analysis of the compiled functions (scan bodies counted once per step); "
+        "latency: the median wall time after a warm-up call (compilation excluded). "
+        "GPTfluence reads its cached MiniLM features (features excluded) unless the row says "
+        "features included (the encoder on the test example and the run's training examples). "
+        "The gradient methods need the run's own checkpoints, i.e. the run trained first. "
+        "How it is measured: [docs/experiments.md](docs/experiments.md).",
+        "",
+    ]
+    for path in files:
+        record = io.read_json(path)
+        rel = (snapshots / path.name).as_posix()
+        lines += [
+            f"`{rel}`: `{record['workdir']}`, run {record['run']} ({record['steps']} steps of "
+            f"batch {record['batch_size']}, {record['distinct_train_examples']} distinct "
+            f"training examples), {record['test_examples']} test examples, metric "
+            f"{record['metric']}; {record['device']}, {record.get('cpu_count')} CPU core(s); "
+            f"median of {record['repeats']} calls.",
+            "",
+            *simulation_cost_table(record),
+            "",
+        ]
+        scaled = [r for r in record["methods"] if r.get("flops_by_steps")]
+        if scaled:
+            horizons = " / ".join(str(h["steps"]) for h in scaled[0]["flops_by_steps"])
+            scaling = "; ".join(
+                f"{r['label']} " + " / ".join(fmt_flops(h["flops"]) for h in r["flops_by_steps"])
+                for r in scaled
+            )
+            lines += [
+                f"Rollout FLOPs for one sample at {horizons} steps (the run, then the run "
+                f"twice): {scaling}.",
+                "",
+            ]
+        for row in record["methods"]:
+            if row.get("note"):
+                lines += [f"{row['label']}: {row['note']}.", ""]
+        c = record.get("collection")
+        if c:
+            per_step, per_run = (
+                fmt_seconds(c[k]) for k in ("seconds_per_run_step", "seconds_per_run")
+            )
+            lines += [
+                f"Collecting the runs behind every method: {per_step} per run-step ({per_run} "
+                f"per run of {record['steps']} steps; {c['run_steps']} run-steps in "
+                f"{c['groups']} run group(s), from "
+                "`runs/run_*.timing.json`: compilation and checkpoint writes included).",
+                "",
+            ]
+        else:
+            lines += ["Collection cost: no run timing files in the workdir.", ""]
+        if record.get("command"):
+            lines += ["```bash", record["command"], "```", ""]
+    return lines
+
+
 HEADER = """# Experiments (issue #14)
 
 <!-- Generated by `python -m experiments.report` from experiments/results/*.json, which it
@@ -610,12 +736,12 @@ def render(repo: Path, experiments: list[Experiment], snapshots: Path) -> str:
     lines += ["## Cost", ""]
     lines += [
         "Stage wall times of the experiments that ran (mean over seeds; 2 shared CPU cores "
-        "unless said otherwise). Per-sample simulation latency and FLOPs of each method "
-        "(the paper's Table 5) are not measured by these runs yet.",
+        "unless said otherwise).",
         "",
     ]
     lines += cost_table(experiments, records)
     lines += method_seconds_table(experiments, records)
+    lines += simulation_cost_section(repo, snapshots)
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -6,7 +6,9 @@
 * ``cached_features`` computes features once per text list and settings and keeps them as
   ``.npy`` (keyed by a hash, written atomically).
 * ``pool_hidden_states`` turns a GPT model's hidden states into features (the encoder
-  ablation): last real token or mean.
+  ablation): last real token or mean. ``gpt_features`` runs it on a gptjax ``Transformer``
+  (its final-norm hidden states) and ``cached_gpt_features`` keeps the result like
+  ``cached_features``, keyed by the token arrays and a digest of the model's parameters.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 import tokenizers
 from flax import nnx
 
-from gptjax.io import atomic_save_npy, atomic_write_text, file_digest
+from gptjax.io import atomic_save_npy, atomic_write_text, file_digest, fingerprint
 from gptjax.models.bert import POOLINGS, load_bert, masked_mean
 
 
@@ -138,13 +140,18 @@ def cached_features(cache_file: str | os.PathLike, texts: Sequence[str], **kw) -
         "model": _model_identity(kw.get("path")),
     }
     target = cache_path(cache_file, features_key(texts, **settings))
+    return _load_or_compute(target, len(texts), lambda: encode_texts(texts, **kw))
+
+
+def _load_or_compute(target: Path, rows: int, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """The verified cache at ``target``, else ``compute()`` written there with its sha256."""
     digest_file = target.with_name(target.name + ".sha256")
     if target.exists():
-        problem = _cache_problem(target, digest_file, len(texts))
+        problem = _cache_problem(target, digest_file, rows)
         if problem is None:
             return np.load(target)
         print(f"feature cache {target}: {problem}; computing it again", flush=True)
-    feats = encode_texts(texts, **kw)
+    feats = compute()
     atomic_save_npy(target, feats)
     atomic_write_text(digest_file, file_digest(target) + "\n")
     return feats
@@ -191,3 +198,68 @@ def pool_hidden_states(
             last = seq - 1 - jnp.argmax(mask[:, ::-1] > 0, axis=1)
             outs.append(np.asarray(hidden[jnp.arange(hidden.shape[0]), last], np.float32))
     return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+
+
+GPT_POOLINGS = ("mean", "last")
+
+
+@partial(jax.jit, static_argnames=("graphdef",))
+def _gpt_hidden(graphdef, state, ids, mask):
+    hidden, _ = nnx.merge(graphdef, state)(ids, attention_mask=mask)
+    return hidden
+
+
+def gpt_features(
+    model: nnx.Module,
+    input_ids: np.ndarray,
+    attention_mask: np.ndarray,
+    pooling: str = "mean",
+    batch_size: int = 32,
+) -> np.ndarray:
+    """float32 [M, D] features of M right-padded token rows from a gptjax ``Transformer``'s
+    final-norm hidden states (D = its hidden size), pooled by `pool_hidden_states`."""
+    if pooling not in GPT_POOLINGS:
+        raise ValueError(f"pooling must be one of {GPT_POOLINGS}, got {pooling!r}")
+    input_ids = np.asarray(input_ids, np.int32)
+    attention_mask = np.asarray(attention_mask, np.int32)
+    rows = len(input_ids)
+    if rows == 0:
+        raise ValueError("gpt_features needs at least one token row")
+    batch = min(batch_size, rows)
+    # Pad to whole batches with copies of row 0 (a real row: an all-masked one would attend to
+    # nothing): one batch shape, one compilation. The copies are dropped below.
+    fill = -rows % batch
+    ids = np.concatenate([input_ids, np.repeat(input_ids[:1], fill, axis=0)])
+    mask = np.concatenate([attention_mask, np.repeat(attention_mask[:1], fill, axis=0)])
+    graphdef, state = nnx.split(model)
+
+    def hidden_fn(i: jax.Array, m: jax.Array) -> jax.Array:
+        return _gpt_hidden(graphdef, state, i, m)
+
+    return pool_hidden_states(hidden_fn, ids, mask, pooling, batch)[:rows]
+
+
+def cached_gpt_features(
+    cache_file: str | os.PathLike,
+    model: nnx.Module,
+    input_ids: np.ndarray,
+    attention_mask: np.ndarray,
+    pooling: str = "mean",
+    batch_size: int = 32,
+) -> np.ndarray:
+    """``gpt_features(...)`` computed once, cached like `cached_features`: the hash covers
+    the token arrays, the pooling and the model's parameters (another base model, or the
+    same one pretrained differently, gets other features)."""
+    params = jax.tree.leaves(nnx.state(model, nnx.Param))
+    settings = {
+        "encoder": "gpt",
+        "pooling": pooling,
+        "tokens": fingerprint(input_ids, attention_mask),
+        "model": fingerprint(*(np.asarray(p) for p in params)),
+    }
+    target = cache_path(cache_file, features_key([], **settings))
+    return _load_or_compute(
+        target,
+        len(input_ids),
+        lambda: gpt_features(model, input_ids, attention_mask, pooling, batch_size),
+    )

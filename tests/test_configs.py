@@ -228,7 +228,7 @@ def _flat(d: dict, prefix: str = "") -> dict:
 ABLATION_CHANGES = {
     "ablation_markov_order.py": {"simulator.gptfluence.order"},
     "ablation_checkpoint_interval.py": {"simulator.gptfluence.observe_every"},
-    "ablation_encoder.py": {"simulator.pooling"},
+    "ablation_encoder.py": {"simulator.encoder", "simulator.pooling"},
     "ablation_model_size.py": {
         "model.hidden_size",
         "model.num_layers",

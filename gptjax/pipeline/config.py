@@ -40,12 +40,19 @@ def simulator_section() -> ml_collections.ConfigDict:
     """``config.simulator``. ``models``: comma-separated names from ``simulator.METHODS``
     (gptfluence uses ``gptfluence.variant``; gptfluence_dot / _concat force the variant;
     gptfluence_anchored simulates deviations from the mean training trajectory).
-    ``metrics``: comma-separated, "" = every metric collected. ``gptfluence`` and
-    ``simfluence`` hold ``simulator.FitConfig`` fields (sizes 0 = the paper's for the variant)."""
+    ``metrics``: comma-separated, "" = every metric collected. ``encoder``: where the example
+    features come from, ``minilm`` (frozen all-MiniLM-L6-v2 over ``data.encoder_text``) or
+    ``gpt`` (the workdir's base model's final hidden states over its own tokens: prompt and
+    target). ``pooling``: mean | cls | pooler for minilm, mean | last for gpt.
+    ``unseen_test``: the last k test examples are left out of every simulator's fit (their
+    trajectories are never seen) and scored apart. ``gptfluence`` and ``simfluence`` hold
+    ``simulator.FitConfig`` fields (sizes 0 = the paper's for the variant)."""
     c = ml_collections.ConfigDict()
     c.models = "gptfluence,simfluence"
     c.metrics = ""
-    c.pooling = "mean"  # encoder features: mean | cls | pooler
+    c.encoder = "minilm"  # minilm | gpt
+    c.pooling = "mean"  # minilm: mean | cls | pooler; gpt: mean | last
+    c.unseen_test = 0  # the last k test examples are held out of the fit
     c.start = 1  # simulate from y_0; steps 1..T are scored
     c.plot_examples = 4
     c.verbose = False
@@ -403,6 +410,29 @@ def _data_errors(c: ml_collections.ConfigDict) -> list[str]:
     return errors
 
 
+ENCODERS = {"minilm": ("mean", "cls", "pooler"), "gpt": ("mean", "last")}  # name: poolings
+
+
+def _encoder_errors(c: ml_collections.ConfigDict) -> list[str]:
+    """The simulators' features (encoder, pooling) and the held-out test examples."""
+    s = c.simulator
+    if s.encoder not in ENCODERS:
+        return [f"config key 'simulator.encoder' must be {' | '.join(ENCODERS)}, got {s.encoder!r}"]
+    errors = []
+    poolings = ENCODERS[s.encoder]
+    if s.pooling not in poolings:
+        errors.append(
+            f"config key 'simulator.pooling' must be {' | '.join(poolings)} with encoder "
+            f"{s.encoder}, got {s.pooling!r}"
+        )
+    if not 0 <= s.unseen_test < c.data.test_size:
+        errors.append(
+            f"config key 'simulator.unseen_test' must be in 0..{c.data.test_size - 1} "
+            f"(data.test_size - 1: at least one test example is seen), got {s.unseen_test}"
+        )
+    return errors
+
+
 def _method_errors(c: ml_collections.ConfigDict) -> list[str]:
     """Every method's section checked by the method's own settings class, before any work."""
     errors = []
@@ -423,8 +453,7 @@ def _method_errors(c: ml_collections.ConfigDict) -> list[str]:
         except (ValueError, TypeError) as err:
             section = "simfluence" if name == "simfluence" else "gptfluence"
             errors.append(f"config section 'simulator.{section}': {err}")
-    if c.simulator.pooling not in ("mean", "cls", "pooler"):
-        errors.append("config key 'simulator.pooling' must be mean | cls | pooler")
+    errors += _encoder_errors(c)
     known = SANITY_METHODS + tuple(GRADIENT_METHODS)
     unknown = [m for m in names_in(c.baselines.methods) if m not in known]
     if unknown:

@@ -34,8 +34,8 @@ from gptjax.pipeline.preparation import Prepared, prepare
 from gptjax.pipeline.wait import wait_until
 from gptjax.pipeline.workdir import Workdir
 from gptjax.store import Dynamics
-from simulator import fit_or_restore, method_config
-from simulator.features import cached_features
+from simulator import FittedSimulator, fit_or_restore, method_config
+from simulator.features import cached_features, cached_gpt_features
 
 
 def collect_stage(config: ml_collections.ConfigDict, workdir: Workdir, prep: Prepared) -> None:
@@ -94,22 +94,89 @@ def _sanity_predictions(y: np.ndarray, split: dict, start: int) -> dict[str, np.
     }
 
 
-def simulate_stage(
+# Where the rows of the test examples held out of the fit (simulator.unseen_test) go: a
+# "metric" of their own in every results file, so the report, the seed sweep and
+# experiments/report.py show them as a separate table without knowing about them.
+UNSEEN_TEST = "unseen test examples"
+# The mean trajectory of a held-out test example averages that example's trajectories in the
+# training runs: data no simulator was given. It is kept as an upper reference, renamed.
+MEAN_ORACLE = "mean_trajectory_oracle"
+MEAN_ORACLE_NOTE = (
+    "oracle: the mean of these test examples' trajectories over the training runs, "
+    "which the simulators never see"
+)
+
+
+def unseen_test_key(metric: str) -> str:
+    """The results key of a metric's rows on the held-out test examples."""
+    return f"{metric}, {UNSEEN_TEST}"
+
+
+def split_test_examples(
+    config: ml_collections.ConfigDict, n_test: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(seen, unseen) test example ids: the last ``simulator.unseen_test`` are unseen."""
+    k = int(config.simulator.unseen_test)
+    if not 0 <= k < n_test:
+        raise ValueError(
+            f"config key 'simulator.unseen_test' ({k}) must be below the {n_test} test examples"
+        )
+    ids = np.arange(n_test)
+    return ids[: n_test - k], ids[n_test - k :]
+
+
+def simulation_features(
     config: ml_collections.ConfigDict, workdir: Workdir, prep: Prepared
-) -> dict[str, dict]:
-    """Fit every configured simulator per metric (or restore it), score it on the held-out
-    test runs beside persistence and the mean trajectory; write tables and plots."""
+) -> dict[str, np.ndarray]:
+    """{"train": [P+U, d], "test": [N, d]} example features of the configured encoder (cached
+    in the workdir): MiniLM over the examples' encoder texts, or the base GPT model's hidden
+    states over the token rows the runs train and evaluate on."""
     sc = config.simulator
-    dyn = workdir.runs.load(
-        config.collect.num_runs, expect={"config_fingerprint": prep.fingerprint}
-    )
-    split = run_split(config, dyn)
-    features = {
+    if sc.encoder == "gpt":
+        return {
+            side: cached_gpt_features(
+                workdir.features_prefix,
+                prep.model,
+                tokens.input_ids,
+                tokens.attention_mask,
+                pooling=sc.pooling,
+            )
+            for side, tokens in (("train", prep.pool_tokens), ("test", prep.test_tokens))
+        }
+    return {
         side: cached_features(
             workdir.features_prefix, [e.encoder_text for e in examples], pooling=sc.pooling
         )
         for side, examples in (("train", prep.pools.pool), ("test", prep.pools.test))
     }
+
+
+def _unseen_reason(name: str, fitted: FittedSimulator) -> str | None:
+    """Why a fitted simulator cannot predict test examples it never saw (None: it can)."""
+    if fitted.kind == "simfluence":
+        return (
+            "Simfluence learns free parameters per test example; it has none for test "
+            "examples held out of its fit"
+        )
+    if fitted.anchor_traj is not None:
+        return f"{name} is anchored on each test example's mean training trajectory"
+    return None
+
+
+def simulate_stage(
+    config: ml_collections.ConfigDict, workdir: Workdir, prep: Prepared
+) -> dict[str, dict]:
+    """Fit every configured simulator per metric (or restore it), score it on the held-out
+    test runs beside persistence and the mean trajectory; write tables and plots.
+
+    With ``simulator.unseen_test = k`` the last k test examples are left out of every fit and
+    scored apart, under the key ``unseen_test_key(metric)``."""
+    sc = config.simulator
+    dyn = workdir.runs.load(
+        config.collect.num_runs, expect={"config_fingerprint": prep.fingerprint}
+    )
+    split = run_split(config, dyn)
+    features = simulation_features(config, workdir, prep)
     start = int(sc.start)
     wanted = config_lib.names_in(sc.metrics)
     missing = sorted(set(wanted) - set(dyn.metrics))
@@ -119,22 +186,28 @@ def simulate_stage(
             f"(recorded: {sorted(dyn.metrics)}; a task without references has no BLEU / ROUGE-L)"
         )
     test = np.asarray(split["test"])
+    seen, unseen = split_test_examples(config, len(features["test"]))
     results: dict[str, dict] = {}
     for metric, y in sorted(dyn.metrics.items()):
         if wanted and metric not in wanted:
             continue
         true = y[test]
+        given = true[:, :start]
         rows: dict[str, dict] = {}
         preds: dict[str, np.ndarray] = {}
+        unseen_rows: dict[str, dict] = {}
+        unseen_preds: dict[str, np.ndarray] = {}
         for name in config_lib.names_in(sc.models):
             kind, fit_config = method_config(name, sc.gptfluence, sc.simfluence)
+            # The fit gets the seen test examples' trajectories and features only (all of
+            # them without unseen_test: the same data, so the same fit key as before).
             fitted = fit_or_restore(
                 kind,
                 fit_config,
                 dyn.curricula,
-                y,
+                y[..., seen],
                 features["train"],
-                features["test"],
+                features["test"][seen],
                 split,
                 workdir.simulator_dir(metric, name),
                 valid=dyn.valid,
@@ -142,17 +215,62 @@ def simulate_stage(
                 verbose=sc.verbose,
                 progress=config.progress,
             )
-            preds[name] = fitted.rollout(dyn.curricula[test], true[:, :start], lr=dyn.lr[test])
-            rows[name] = evaluate(preds[name], true, start) | fitted.result_fields()
-        preds |= _sanity_predictions(y, split, start)
-        for name in config_lib.SANITY_METHODS:
-            rows[name] = evaluate(preds[name], true, start)
+            preds[name] = fitted.rollout(dyn.curricula[test], given[..., seen], lr=dyn.lr[test])
+            rows[name] = evaluate(preds[name], true[..., seen], start) | fitted.result_fields()
+            if len(unseen) == 0:
+                continue
+            reason = _unseen_reason(name, fitted)
+            if reason is not None:
+                unseen_rows[name] = not_applicable(reason)
+                continue
+            # From their features and given first values only: the fit never saw them.
+            unseen_preds[name] = fitted.rollout(
+                dyn.curricula[test],
+                given[..., unseen],
+                lr=dyn.lr[test],
+                test_features=features["test"][unseen],
+            )
+            unseen_rows[name] = evaluate(unseen_preds[name], true[..., unseen], start) | (
+                fitted.result_fields()
+            )
+        sanity = _sanity_predictions(y, split, start)
+        for method in config_lib.SANITY_METHODS:
+            preds[method] = sanity[method][..., seen]
+            rows[method] = evaluate(preds[method], true[..., seen], start)
+            if len(unseen):
+                label, note = _unseen_sanity_name(method)
+                unseen_preds[label] = sanity[method][..., unseen]
+                unseen_rows[label] = evaluate(unseen_preds[label], true[..., unseen], start) | note
         title = f"{metric}: simulators on {len(test)} held-out test runs"
+        if len(unseen):
+            title += f", the {len(seen)} test examples seen in the fit"
         report.write_metric_table(workdir, "simulators", metric, rows, title)
         report.plot_trajectories(
-            workdir.result(f"simulators_{metric}.png"), true, preds, metric, sc.plot_examples
+            workdir.result(f"simulators_{metric}.png"),
+            true[..., seen],
+            preds,
+            metric,
+            sc.plot_examples,
         )
         results[metric] = rows
+        if len(unseen):
+            title = (
+                f"{metric}: simulators on {len(test)} held-out test runs, the {len(unseen)} "
+                f"{UNSEEN_TEST} (ids {int(unseen[0])}..{int(unseen[-1])}, never in the fit)"
+            )
+            stem = f"{metric}_unseen_test"
+            report.write_metric_table(workdir, "simulators", stem, unseen_rows, title)
+            report.plot_trajectories(
+                workdir.result(f"simulators_{stem}.png"),
+                true[..., unseen],
+                unseen_preds,
+                metric,
+                sc.plot_examples,
+            )
+            results[unseen_test_key(metric)] = unseen_rows
+    extra = {}
+    if len(unseen):
+        extra = {"seen_test_examples": seen.tolist(), "unseen_test_examples": unseen.tolist()}
     report.write_stage_results(
         workdir,
         "simulators",
@@ -160,15 +278,25 @@ def simulate_stage(
         f"## Simulators on {len(test)} held-out test runs",
         test_runs=split["test"],
         train_runs=split["train"],
+        **extra,
     )
     return results
+
+
+def _unseen_sanity_name(method: str) -> tuple[str, dict]:
+    """(row name, note) of a sanity baseline on the held-out test examples."""
+    if method == "mean_trajectory":
+        return MEAN_ORACLE, {"note": MEAN_ORACLE_NOTE}
+    return method, {}
 
 
 def baselines_stage(
     config: ml_collections.ConfigDict, workdir: Workdir, prep: Prepared
 ) -> dict[str, dict]:
     """TracIn-CP / Grad-Dot (loss only; not applicable to other metrics), persistence and the
-    mean trajectory, scored on the held-out test runs by the same harness as the simulators."""
+    mean trajectory, scored on the held-out test runs by the same harness as the simulators.
+    With ``simulator.unseen_test`` the test examples held out of the simulators' fit are
+    scored apart (key ``unseen_test_key(metric)``), so every table compares like with like."""
     bc = config.baselines
     dyn = workdir.runs.load(
         config.collect.num_runs, expect={"config_fingerprint": prep.fingerprint}
@@ -182,22 +310,15 @@ def baselines_stage(
             f"config key 'baselines.loss_metric': {bc.loss_metric!r} is not among the recorded "
             f"metrics {sorted(dyn.metrics)}"
         )
-    results: dict[str, dict] = {}
-    predictions: dict[str, np.ndarray] = {}
+    # {metric: {method: (prediction over every test example, seconds)}}, scored at the end.
+    predicted: dict[str, dict[str, tuple[np.ndarray, float]]] = {m: {} for m in dyn.metrics}
     for metric, y in dyn.metrics.items():
-        true = y[split["test"]]
         t0 = time.perf_counter()
         sanity = _sanity_predictions(y, split, start)
         seconds = time.perf_counter() - t0
-        rows: dict[str, dict] = {}
         for method in methods:
             if method in sanity:
-                pred = sanity[method]
-                rows[method] = evaluate(pred, true, start) | {"seconds": seconds}
-                predictions[f"{metric}__{method}"] = pred
-            elif metric != bc.loss_metric:
-                rows[method] = not_applicable()
-        results[metric] = rows
+                predicted[metric][method] = (sanity[method], seconds)
     if "tracin_cp_all" in grad_methods and dyn.tracin_dots is not None:
         # Recorded during collection: no checkpoint read, no gradient taken.
         y = dyn.metrics[bc.loss_metric]
@@ -208,15 +329,12 @@ def baselines_stage(
                 for k in split["test"]
             ]
         )
-        results[bc.loss_metric]["tracin_cp_all"] = evaluate(pred, y[split["test"]], start) | {
-            "seconds": time.perf_counter() - t0
-        }
-        predictions[f"{bc.loss_metric}__tracin_cp_all"] = pred
+        predicted[bc.loss_metric]["tracin_cp_all"] = (pred, time.perf_counter() - t0)
         grad_methods.remove("tracin_cp_all")
     if grad_methods:
         params_at, saved_steps = params_reader(workdir.runs, prep.model)
         y = dyn.metrics[bc.loss_metric]
-        predicted = predict_gradient_methods(
+        predicted[bc.loss_metric] |= predict_gradient_methods(
             grad_methods,
             split["test"],
             curricula=dyn.curricula,
@@ -232,19 +350,42 @@ def baselines_stage(
             start=start,
             progress=config.progress,
         )
+    seen, unseen = split_test_examples(config, next(iter(dyn.metrics.values())).shape[2])
+    held_out = len(unseen) > 0
+    results: dict[str, dict] = {}
+    predictions: dict[str, np.ndarray] = {}
+    for metric, y in dyn.metrics.items():
         true = y[split["test"]]
-        rows = results[bc.loss_metric]
-        for method, (pred, seconds) in predicted.items():
-            rows[method] = evaluate(pred, true, start) | {"seconds": seconds}
-            predictions[f"{bc.loss_metric}__{method}"] = pred
-    if bc.loss_metric in results:
-        rows = results[bc.loss_metric]
-        results[bc.loss_metric] = {m: rows[m] for m in methods if m in rows}  # config order
+        rows: dict[str, dict] = {}
+        unseen_rows: dict[str, dict] = {}
+        for method in methods:  # config order
+            if method not in predicted[metric]:
+                if metric != bc.loss_metric:
+                    rows[method] = not_applicable()
+                    unseen_rows[method] = not_applicable()
+                continue
+            pred, seconds = predicted[metric][method]
+            predictions[f"{metric}__{method}"] = pred
+            timing = {"seconds": seconds}
+            if not held_out:
+                rows[method] = evaluate(pred, true, start) | timing
+                continue
+            rows[method] = evaluate(pred[..., seen], true[..., seen], start) | timing
+            label, note = _unseen_sanity_name(method)
+            unseen_rows[label] = evaluate(pred[..., unseen], true[..., unseen], start) | (
+                timing | note
+            )
+        results[metric] = rows
+        if held_out:
+            results[unseen_test_key(metric)] = unseen_rows
     header = (
         f"## Baselines on {len(split['test'])} held-out test runs (steps {start}..T scored; "
         f"gradient methods: factorize={bc.factorize}, projection_dim={bc.projection_dim}, "
         f"k={bc.num_checkpoints})"
     )
+    extra = {}
+    if len(unseen):
+        extra = {"seen_test_examples": seen.tolist(), "unseen_test_examples": unseen.tolist()}
     report.write_stage_results(
         workdir,
         "baselines",
@@ -253,6 +394,7 @@ def baselines_stage(
         test_runs=split["test"],
         train_runs=split["train"],
         config=bc.to_dict(),
+        **extra,
     )
     if bc.save_predictions:
         report.write_predictions(
