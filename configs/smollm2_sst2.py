@@ -7,9 +7,10 @@ download). Regime (stated in every result): **partial fine-tuning** of the top 2
 blocks and the final norm (`collect.train_layers = 2`); the embedding (tied to the
 unembedding) and blocks 0-27 are frozen and their output for every pool and test example is
 computed once and cached. Test losses every 4 steps (`collect.eval_every = 4`), float32.
-No TracIn here: with partial fine-tuning it needs `collect.tracin_dots = True` (and
-tracin_cp_all in `baselines.methods`), a forward-mode pass over the test set at every step,
-about twice the cost of an evaluation. 32 runs x 24 steps (subsets of 32 from a pool of 64
+TracIn-CP (all steps) comes from the inner products recorded during collection
+(`collect.tracin_dots = True`: one forward-mode pass over the test set at every step; no
+checkpoint is stored, and with partial fine-tuning the gradients are the trained
+parameters'). 32 runs x 24 steps (subsets of 32 from a pool of 64
 SST-2 training sentences, batch 4, 3 epochs, AdamW lr 1e-4 with linear decay), 64 test
 examples, 64 tokens, split 24 / 2 / 6. Wall time and table: docs/benchmarks.md#smollm2.
 """
@@ -41,9 +42,9 @@ def get_config():
     c.collect.train_layers = 2
     c.collect.eval_every = 4
     c.collect.compute_dtype = "float32"
-    c.collect.tracin_dots = False  # one forward-mode pass over the test set per step
+    c.collect.tracin_dots = True  # one forward-mode pass over the test set per step
     c.collect.save_params = "none"
     c.collect.split = "24,2,6"
 
-    c.baselines.methods = "persistence,mean_trajectory"
+    c.baselines.methods = "tracin_cp_all,persistence,mean_trajectory"
     return c
