@@ -146,3 +146,22 @@ def test_damaged_checkpoints_are_named_and_collected_again(reference, copy, dama
     want, _ = params_reader(Workdir(reference).runs, base)
     for a, b in zip(jax.tree.leaves(healed(4, 4)), jax.tree.leaves(want(4, 4)), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("damage", ["garble", "truncate"])
+def test_damaged_base_model_is_named_not_loaded(copy, damage):
+    model_dir = copy / "model"
+    blob = max(
+        (p for p in (model_dir / "params").rglob("*") if p.is_file()),
+        key=lambda p: p.stat().st_size,
+    )
+    data = bytearray(blob.read_bytes())
+    if damage == "garble":
+        data[len(data) // 2] ^= 0xFF
+    else:
+        data = data[: len(data) // 2]
+    blob.write_bytes(bytes(data))
+    runs_before = run_bytes(copy)
+    with pytest.raises(ValueError, match="model.*differ from their digest.*delete it"):
+        collect(copy)
+    assert run_bytes(copy) == runs_before  # nothing collected from a damaged model
