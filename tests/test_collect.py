@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import runpy
 import signal
@@ -234,6 +235,20 @@ def test_workdir_refuses_a_different_config(reference, tmp_path):
     collect_in_process(tmp_path)
     with pytest.raises(ValueError, match="collect.learning_rate"):
         prepare(tiny_config(**{"collect.learning_rate": 0.5}), Workdir(tmp_path))
+
+
+def test_a_workdir_from_before_a_new_key_resumes_at_its_default(reference, tmp_path):
+    collect_in_process(tmp_path)
+    config_file = Workdir(tmp_path).config_file
+    saved = json.loads(config_file.read_text())
+    del saved["collect"]["eval_buckets"]  # as written by a version without the key
+    config_file.write_text(json.dumps(saved))
+    files = sorted((tmp_path / "runs").glob("run_*.npz"))
+    written = [f.stat().st_mtime_ns for f in files]
+    collect_in_process(tmp_path)  # the default: accepted, and no run collected again
+    assert [f.stat().st_mtime_ns for f in files] == written
+    with pytest.raises(ValueError, match="collect.eval_buckets"):
+        prepare(tiny_config(**{"collect.eval_buckets": 0}), Workdir(tmp_path))
 
 
 def test_generation_metrics_every_m_steps(tmp_path):

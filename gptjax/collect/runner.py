@@ -179,8 +179,14 @@ class _CheckpointWriter:
             folder.mkdir(parents=True)  # Orbax cannot create it with active_processes set
             self.managers[run] = ocp.CheckpointManager(
                 folder.resolve(),
+                # Synchronous: Orbax's asynchronous save waits on signals from background
+                # threads with a deadline, and on a shared machine (the collection paused for
+                # minutes) one timed out and ended a long collection. A run's checkpoint is
+                # small beside the steps between saves.
                 options=ocp.CheckpointManagerOptions(
-                    create=False, multiprocessing_options=this_process_only()
+                    create=False,
+                    multiprocessing_options=this_process_only(),
+                    enable_async_checkpointing=False,
                 ),
             )
         self.bytes_per_checkpoint = 0

@@ -29,6 +29,10 @@ from gptjax.tasks.tokenize import TokenizedExamples
 # Config sections whose change invalidates collected runs, and keys inside them that do not.
 _COLLECTION_KEYS = ("seed", "data", "model", "collect")
 _NOT_AFFECTING_RUNS = {"collect.split", "collect.runs_per_device"}
+# Collection keys added after workdirs were made by earlier versions: left out of the
+# comparison and of the runs' fingerprint while they hold their default (what those versions
+# did), so such workdirs still resume. Without this, adding a key refuses every workdir.
+_ADDED_LATER = ("collect.eval_buckets",)
 
 
 @dataclasses.dataclass
@@ -55,7 +59,12 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
 
 def _collection_settings(config: dict) -> dict[str, Any]:
     flat = _flat({k: config.get(k) for k in _COLLECTION_KEYS})
-    return {k: v for k, v in flat.items() if k not in _NOT_AFFECTING_RUNS}
+    defaults = _flat(config_lib.base_config().to_dict())
+    return {
+        k: v
+        for k, v in flat.items()
+        if k not in _NOT_AFFECTING_RUNS and not (k in _ADDED_LATER and v == defaults[k])
+    }
 
 
 def check_workdir_config(config: ml_collections.ConfigDict, workdir: Workdir) -> None:
