@@ -34,7 +34,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ml_collections
 import numpy as np
@@ -47,6 +47,10 @@ from gptjax.evaluation import (
     results_table,
     trajectory_mse,
 )
+
+if TYPE_CHECKING:  # the pipeline is imported lazily: --help stays fast
+    from gptjax.pipeline.preparation import Prepared
+    from gptjax.pipeline.workdir import Workdir
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("demo", "sst2", "rte")
@@ -332,8 +336,11 @@ def run(
 
 
 # Simulator variants measured on validation runs only (item 4 of issue #11): FitConfig
-# overrides of GPTfluence, or "ensemble:<n>" (n fit seeds, rollouts averaged) and
-# "pooling:<mode>" (other encoder features).
+# overrides of GPTfluence, or "ensemble:<n>" (n fit seeds, rollouts averaged),
+# "pooling:<mode>" (other MiniLM pooling) and "encoder:<name>" (other example features, item 3:
+# "encoder:gpt" the base model's hidden states, "encoder:gradient" its projected per-example
+# gradients, "encoder:gradient_whiten:<λ>" those whitened TRAK-style with λ; see
+# `encoder_features`).
 ABLATIONS = {
     "default": {},
     "anchor_mean": {"anchor": "mean"},
@@ -349,7 +356,36 @@ ABLATIONS = {
     "anchor_mean_wd_1e-1": {"anchor": "mean", "weight_decay": 1e-1},
     "ensemble:3": {},
     "pooling:cls": {},
+    "encoder:gpt": {},
+    "encoder:gradient": {},
+    "encoder:gradient_whiten:1": {},
 }
+
+
+def encoder_features(
+    config: ml_collections.ConfigDict, wd: Workdir, prep: Prepared, name: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(pool, test) features of the ablation variant ``encoder:<spec>``, computed (and cached
+    in the workdir) by the pipeline's own `simulation_features`, so the ablation measures
+    exactly what ``simulator.encoder`` would fit on."""
+    from gptjax.pipeline.stages import simulation_features
+
+    spec = name.split(":", 1)[1]
+    c = ml_collections.ConfigDict(config.to_dict())
+    if spec == "gpt":
+        c.simulator.encoder, c.simulator.pooling = "gpt", "mean"
+    elif spec == "gradient":
+        c.simulator.encoder, c.simulator.gradient_whiten = "gradient", 0.0
+    elif spec.startswith("gradient_whiten:"):
+        c.simulator.encoder = "gradient"
+        c.simulator.gradient_whiten = float(spec.split(":", 1)[1])
+    else:
+        raise ValueError(
+            f"unknown encoder variant {name!r}: encoder:gpt | encoder:gradient | "
+            "encoder:gradient_whiten:<λ>"
+        )
+    feats = simulation_features(c, wd, prep)
+    return feats["train"], feats["test"]
 
 
 def ablate(
@@ -361,7 +397,9 @@ def ablate(
     """Fit each GPTfluence variant on the first 5/6 of the training runs, early-stopped on the
     last 1/6, and score it on the *validation* runs (never the test runs). Also Simfluence and
     the mean trajectory, fitted the same way, for scale. Runs the pipeline's collection first
-    (resumes)."""
+    (resumes: with every run on disk and verified it collects nothing; a workdir collected
+    under another collection config is refused, not collected again). ``encoder:*`` variants
+    compute their features with the pipeline and cache them in the workdir."""
     import dataclasses
 
     from gptjax.pipeline.preparation import prepare
@@ -418,6 +456,8 @@ def ablate(
             n_fits = int(name.split(":")[1])
         if name.startswith("pooling:"):
             tr, te = feats(name.split(":")[1])
+        if name.startswith("encoder:"):
+            tr, te = encoder_features(c, wd, prep, name)
         preds, notes = [], []
         for k in range(n_fits):
             cfg = FitConfig(**(base | overrides | {"seed": base["seed"] + 1000 * k}))

@@ -140,11 +140,12 @@ def cached_features(cache_file: str | os.PathLike, texts: Sequence[str], **kw) -
         "model": _model_identity(kw.get("path")),
     }
     target = cache_path(cache_file, features_key(texts, **settings))
-    return _load_or_compute(target, len(texts), lambda: encode_texts(texts, **kw))
+    return load_or_compute(target, len(texts), lambda: encode_texts(texts, **kw))
 
 
-def _load_or_compute(target: Path, rows: int, compute: Callable[[], np.ndarray]) -> np.ndarray:
-    """The verified cache at ``target``, else ``compute()`` written there with its sha256."""
+def load_or_compute(target: Path, rows: int, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """The verified cache at ``target``, else ``compute()`` written there with its sha256.
+    Public so that the pipeline caches the features it computes itself (gradients) alike."""
     digest_file = target.with_name(target.name + ".sha256")
     if target.exists():
         problem = _cache_problem(target, digest_file, rows)
@@ -258,7 +259,7 @@ def cached_gpt_features(
         "model": fingerprint(*(np.asarray(p) for p in params)),
     }
     target = cache_path(cache_file, features_key([], **settings))
-    return _load_or_compute(
+    return load_or_compute(
         target,
         len(input_ids),
         lambda: gpt_features(model, input_ids, attention_mask, pooling, batch_size),

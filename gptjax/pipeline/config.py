@@ -43,15 +43,21 @@ def simulator_section() -> ml_collections.ConfigDict:
     ``metrics``: comma-separated, "" = every metric collected. ``encoder``: where the example
     features come from, ``minilm`` (frozen all-MiniLM-L6-v2 over ``data.encoder_text``) or
     ``gpt`` (the workdir's base model's final hidden states over its own tokens: prompt and
-    target). ``pooling``: mean | cls | pooler for minilm, mean | last for gpt.
+    target) or ``gradient`` (the base model's per-example loss gradients, randomly projected
+    to ``gradient_projection_dim`` dimensions with the baselines section's gradient settings,
+    whitened by (GᵀG + λ̄I)^(-1/2) when ``gradient_whiten`` = λ > 0; see
+    ``gptjax.pipeline.gradient_features``). ``pooling``: mean | cls | pooler for minilm,
+    mean | last for gpt, ignored for gradient.
     ``unseen_test``: the last k test examples are left out of every simulator's fit (their
     trajectories are never seen) and scored apart. ``gptfluence`` and ``simfluence`` hold
     ``simulator.FitConfig`` fields (sizes 0 = the paper's for the variant)."""
     c = ml_collections.ConfigDict()
     c.models = "gptfluence,simfluence"
     c.metrics = ""
-    c.encoder = "minilm"  # minilm | gpt
+    c.encoder = "minilm"  # minilm | gpt | gradient
     c.pooling = "mean"  # minilm: mean | cls | pooler; gpt: mean | last
+    c.gradient_projection_dim = 512  # encoder gradient: the features' dimension
+    c.gradient_whiten = 0.0  # encoder gradient: λ of the TRAK-style whitening; 0 = off
     c.unseen_test = 0  # the last k test examples are held out of the fit
     c.start = 1  # simulate from y_0; steps 1..T are scored
     c.plot_examples = 4
@@ -410,7 +416,8 @@ def _data_errors(c: ml_collections.ConfigDict) -> list[str]:
     return errors
 
 
-ENCODERS = {"minilm": ("mean", "cls", "pooler"), "gpt": ("mean", "last")}  # name: poolings
+# name: poolings (none: the encoder pools nothing and ignores simulator.pooling)
+ENCODERS = {"minilm": ("mean", "cls", "pooler"), "gpt": ("mean", "last"), "gradient": ()}
 
 
 def _encoder_errors(c: ml_collections.ConfigDict) -> list[str]:
@@ -420,17 +427,50 @@ def _encoder_errors(c: ml_collections.ConfigDict) -> list[str]:
         return [f"config key 'simulator.encoder' must be {' | '.join(ENCODERS)}, got {s.encoder!r}"]
     errors = []
     poolings = ENCODERS[s.encoder]
-    if s.pooling not in poolings:
+    if poolings and s.pooling not in poolings:
         errors.append(
             f"config key 'simulator.pooling' must be {' | '.join(poolings)} with encoder "
             f"{s.encoder}, got {s.pooling!r}"
         )
+    if s.encoder == "gradient":
+        errors += _gradient_encoder_errors(c)
     if not 0 <= s.unseen_test < c.data.test_size:
         errors.append(
             f"config key 'simulator.unseen_test' must be in 0..{c.data.test_size - 1} "
             f"(data.test_size - 1: at least one test example is seen), got {s.unseen_test}"
         )
     return errors
+
+
+def simulator_grad_config(config: ml_collections.ConfigDict) -> GradConfig:
+    """The GradConfig of the gradient encoder: the baselines section's gradient settings over
+    every parameter, projected to ``simulator.gradient_projection_dim`` dimensions."""
+    return dataclasses.replace(
+        grad_config(config.baselines),
+        layers="all",
+        projection_dim=int(config.simulator.gradient_projection_dim),
+    )
+
+
+def _gradient_encoder_errors(c: ml_collections.ConfigDict) -> list[str]:
+    """The gradient encoder's keys (checked only when it is the encoder)."""
+    s = c.simulator
+    dim, lam = s.gradient_projection_dim, s.gradient_whiten
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        return [
+            f"config key 'simulator.gradient_projection_dim' must be an integer >= 1, got {dim!r}"
+        ]
+    if isinstance(lam, bool) or not isinstance(lam, int | float) or not 0 <= lam < math.inf:
+        return [
+            f"config key 'simulator.gradient_whiten' must be a finite λ >= 0 (0 = off), got {lam!r}"
+        ]
+    block = c.baselines.projection_block
+    if block and dim % (block * block):
+        return [
+            f"config key 'simulator.gradient_projection_dim' ({dim}) must be a multiple of "
+            f"baselines.projection_block² ({block * block})"
+        ]
+    return []
 
 
 def _method_errors(c: ml_collections.ConfigDict) -> list[str]:

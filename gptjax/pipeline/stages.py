@@ -29,6 +29,7 @@ from gptjax.collect.runner import collect
 from gptjax.evaluation import evaluate, mean_trajectory, not_applicable, persistence
 from gptjax.pipeline import config as config_lib
 from gptjax.pipeline import report
+from gptjax.pipeline.gradient_features import gradient_features
 from gptjax.pipeline.lock import workdir_lock
 from gptjax.pipeline.preparation import Prepared, prepare
 from gptjax.pipeline.wait import wait_until
@@ -129,9 +130,19 @@ def simulation_features(
     config: ml_collections.ConfigDict, workdir: Workdir, prep: Prepared
 ) -> dict[str, np.ndarray]:
     """{"train": [P+U, d], "test": [N, d]} example features of the configured encoder (cached
-    in the workdir): MiniLM over the examples' encoder texts, or the base GPT model's hidden
-    states over the token rows the runs train and evaluate on."""
+    in the workdir): MiniLM over the examples' encoder texts, the base GPT model's hidden
+    states over the token rows the runs train and evaluate on, or the base model's projected
+    (optionally whitened) per-example loss gradients on those rows."""
     sc = config.simulator
+    if sc.encoder == "gradient":
+        return gradient_features(
+            workdir.features_prefix,
+            prep.model,
+            prep.pool_tokens.loss_inputs(),
+            prep.test_tokens.loss_inputs(),
+            config_lib.simulator_grad_config(config),
+            whiten=float(sc.gradient_whiten),
+        )
     if sc.encoder == "gpt":
         return {
             side: cached_gpt_features(
