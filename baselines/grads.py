@@ -34,11 +34,12 @@ How a gradient is represented ("features" of an example, computed in jitted, vma
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -54,6 +55,9 @@ LAYERS = ("all", "last")
 FACTORIZE = ("none", "vocab", "all")
 
 Batch = dict[str, np.ndarray]
+
+# Observer of a GradientEngine's compiled calls: (name, jitted function, positional args).
+Recorder = Callable[[str, Any, tuple[Any, ...]], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -365,10 +369,26 @@ class GradientEngine:
 
     graphdef: from ``nnx.split(model)``; like: a parameter state of that model (shapes only).
     States passed to the methods are ``nnx.State`` objects of the same structure.
+
+    recorder: called as ``recorder(name, fn, args)`` before each compiled call the engine
+    makes ("features" of a padded chunk, "pair" of two chunks, "self" of one chunk), with
+    ``fn`` the ``jax.jit`` function and ``args`` its positional arguments, so ``fn(*args)``
+    repeats the call and ``fn.trace(*args)`` costs it (``args[0]`` is hashable and static).
+    How many calls a prediction takes depends on the engine's chunking, which only it knows;
+    this is how to time or cost them. None (the default) costs nothing. See also
+    :meth:`recording`.
     """
 
-    def __init__(self, graphdef: Any, like: Any, cfg: GradConfig | None = None):
+    def __init__(
+        self,
+        graphdef: Any,
+        like: Any,
+        cfg: GradConfig | None = None,
+        *,
+        recorder: Recorder | None = None,
+    ):
         self.graphdef = graphdef
+        self.recorder = recorder
         self.cfg = cfg = cfg or GradConfig()
         self.paths, leaves, self.treedef = leaf_paths(like)
         self.shapes = [tuple(np.shape(x)) for x in leaves]
@@ -414,6 +434,27 @@ class GradientEngine:
         self.num_explicit = int(sum(np.prod(self.shapes[i]) for i in explicit))
         self.proj = self._projections() if cfg.projection_dim else None
         self.spec = _Spec(graphdef, self.treedef, self.plan, cfg.projection_dim)
+
+    # ----------------------------------------------------------------------- compiled calls
+
+    @contextlib.contextmanager
+    def recording(self, recorder: Recorder) -> Iterator[None]:
+        """Observe the compiled calls made inside the ``with`` block (see ``recorder`` in the
+        class docstring); the previous recorder is restored afterwards."""
+        previous, self.recorder = self.recorder, recorder
+        try:
+            yield
+        finally:
+            self.recorder = previous
+
+    def _features(self, leaves: list[jax.Array], chunk: Batch) -> Any:
+        return self._compiled("features", _chunk_features, self.spec, leaves, self.proj, chunk)
+
+    def _compiled(self, name: str, fn: Any, *args: Any) -> Any:
+        # Every jitted call goes through here, so a recorder sees all of them.
+        if self.recorder is not None:
+            self.recorder(name, fn, args)
+        return fn(*args)
 
     # ----------------------------------------------------------------------- projections
 
@@ -532,10 +573,7 @@ class GradientEngine:
         size = chunk or self.chunk_size(
             batch["input_ids"].shape[1], batch["target_pos"].shape[1], num_examples(batch)
         )
-        return [
-            (n, _chunk_features(self.spec, leaves, self.proj, c))
-            for n, c in self._chunks(batch, size)
-        ]
+        return [(n, self._features(leaves, c)) for n, c in self._chunks(batch, size)]
 
     def scores(self, state: Any, train: Any, test: Any) -> np.ndarray:
         """[M, N] inner products ⟨∇ℓ(train_i), ∇ℓ(test_n)⟩ at one parameter state."""
@@ -554,15 +592,14 @@ class GradientEngine:
         test_chunks = list(self._chunks(test, size_test))
         for g0 in range(0, len(test_chunks), hold):
             group = [
-                (n_real, _chunk_features(self.spec, leaves, self.proj, c))
-                for n_real, c in test_chunks[g0 : g0 + hold]
+                (n_real, self._features(leaves, c)) for n_real, c in test_chunks[g0 : g0 + hold]
             ]
             col0 = g0 * size_test
             for r, (m_real, c) in enumerate(self._chunks(train, size_train)):
-                ftr = _chunk_features(self.spec, leaves, self.proj, c)
+                ftr = self._features(leaves, c)
                 col = col0
                 for n_real, fte in group:
-                    block = np.asarray(_pair(self.spec, ftr, fte))
+                    block = np.asarray(self._compiled("pair", _pair, self.spec, ftr, fte))
                     row = r * size_train
                     out[row : row + m_real, col : col + n_real] = block[:m_real, :n_real]
                     col += n_real
@@ -570,5 +607,8 @@ class GradientEngine:
 
     def self_scores(self, state: Any, batch: Any) -> np.ndarray:
         """[M] squared gradient norms ‖∇ℓ(z_i)‖² at one parameter state."""
-        out = [np.asarray(_self(self.spec, f))[:n] for n, f in self.features(state, batch)]
+        out = [
+            np.asarray(self._compiled("self", _self, self.spec, f))[:n]
+            for n, f in self.features(state, batch)
+        ]
         return np.concatenate(out) if out else np.zeros((0,), np.float32)

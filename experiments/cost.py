@@ -11,8 +11,9 @@ alone ("one sample") and for all N test examples of the workdir at once, divided
 gradients or the simulator MLPs on the batch's examples, is paid once).
 
 * **GPTfluence / Simfluence** (every simulator fitted in ``simulators/<metric>/``): the jitted
-  function the simulators' ``rollout`` runs (the coefficient table from the parameters, the
-  batch reduction, the ``lax.scan`` recurrence, ``vmap``ped over run and test example).
+  function the simulators' ``rollout`` runs, as ``FittedSimulator.rollout_call`` gives it (the
+  coefficient table from the parameters, the batch reduction, the ``lax.scan`` recurrence,
+  ``vmap``ped over run and test example).
   *Features excluded*: the frozen MiniLM features are inputs, read from the workdir's cache;
   the simulator's MLPs over them are included. A second GPTfluence row, *features included*,
   adds the MiniLM encoder run from text on the test example(s) and on the run's distinct
@@ -32,9 +33,10 @@ FLOPs: XLA's cost analysis of each compiled function (``jax.jit(f).lower(...).co
 .cost_analysis()``). XLA counts a ``while`` loop's body once whatever its trip count, so the
 body of every ``lax.scan`` is compiled alone and counted ``length`` times (unless a probe
 finds that this JAX version already does so). Gradient methods: every compiled call the
-engine makes during one prediction is recorded and costed (chunks padded to their compiled
-size included: that work is done). Latency: median wall time over ``--repeats`` calls after
-one warm-up call (compilation excluded), on this machine's default JAX device.
+engine makes during one prediction is recorded (``GradientEngine.recording``) and costed
+(chunks padded to their compiled size included: that work is done). Latency: median wall
+time over ``--repeats`` calls after one warm-up call (compilation excluded), on this
+machine's default JAX device.
 
 Prints a table, then as its last line one JSON object (also written to ``--out``);
 ``python -m experiments.report`` renders ``experiments/results/cost*.json`` into
@@ -44,7 +46,6 @@ EXPERIMENTS.md's Cost section.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import functools
 import json
@@ -87,8 +88,13 @@ def flops_of(cost: Any) -> float | None:
 
 
 def _abstract(tree: Any) -> Any:
-    """Shapes and dtypes only: lowering needs no values, and records keep no buffers alive."""
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), tree)
+    """Shapes and dtypes of the arrays only (other leaves, static arguments, kept): lowering
+    needs no values, and records keep no buffers alive."""
+
+    def leaf(x: Any) -> Any:
+        return jax.ShapeDtypeStruct(np.shape(x), x.dtype) if hasattr(x, "dtype") else x
+
+    return jax.tree.map(leaf, tree)
 
 
 @functools.cache
@@ -188,27 +194,15 @@ def _per_sample(measured: dict[str, Any], n: int) -> dict[str, Any]:
 # ---- simulators ------------------------------------------------------------------------------
 def _rollout_call(
     fitted: Any, curriculum: np.ndarray, y_given: np.ndarray, test_ids: np.ndarray, lr: np.ndarray
-) -> tuple[Any, tuple, dict[str, Any]]:
-    """(the jitted rollout, its arguments, its static keywords) as
-    ``FittedSimulator.rollout`` prepares them: the pipeline's own compiled function, since
-    measuring a re-implementation could hide a cost."""
-    from simulator import rollout as rl
-    from simulator.fitted import _rollout_params
+) -> Any:
+    """The simulator's own prepared rollout (``FittedSimulator.rollout_call``): measuring
+    the pipeline's compiled function, not a re-implementation that could hide a cost."""
+    return fitted.rollout_call(curriculum, y_given, test_ids, lr=lr)
 
-    steps = curriculum.shape[1]
-    used, compact = rl.compact_ids(curriculum)
-    inputs = fitted._inputs(used, test_ids, None, None)
-    scale = jnp.asarray(fitted.step_scale(lr, 1, steps))
-    anchor = fitted._anchor(inputs[3], steps)
-    given = rl.as_given(y_given)
-    args = (fitted.graphdef, fitted.params, *inputs, jnp.asarray(compact))
-    args += (given - anchor[: given.shape[1]], scale)
-    statics = {
-        "order": fitted.order,
-        "batch_reduce": fitted.config.batch_reduce,
-        "pad": fitted.config.pad,
-    }
-    return _rollout_params, args, statics
+
+def rollout_flops(call: Any) -> float | None:
+    """FLOPs of one prepared rollout call (``simulator.fitted.RolloutCall``)."""
+    return jit_flops(call.fn, *call.args, **call.statics)
 
 
 def simulator_cost(
@@ -225,9 +219,9 @@ def simulator_cost(
     lr [1, T]. ``flops`` and ``compiled_latency_s`` are the jitted rollout alone (what
     ``FittedSimulator.rollout`` compiles); ``latency_s`` is the whole public call (id
     compaction, transfers, dispatch included)."""
-    fn, args, statics = _rollout_call(fitted, curriculum, y_given, test_ids, lr)
-    out = {"flops": jit_flops(fn, *args, **statics)}
-    out["compiled_latency_s"] = timed(lambda: fn(*args, **statics), repeats)["latency_s"]
+    call = _rollout_call(fitted, curriculum, y_given, test_ids, lr)
+    out = {"flops": rollout_flops(call)}
+    out["compiled_latency_s"] = timed(call, repeats)["latency_s"]
     out |= timed(lambda: fitted.rollout(curriculum, y_given, test_ids, lr=lr), repeats)
     return out
 
@@ -242,8 +236,8 @@ def rollout_flops_by_steps(
     for reps in (1, 2):
         cur = np.concatenate([curriculum] * reps, axis=1)
         rates = np.concatenate([lr] * reps, axis=1)
-        fn, args, statics = _rollout_call(fitted, cur, y_given, test_ids, rates)
-        out.append({"steps": int(cur.shape[1]), "flops": jit_flops(fn, *args, **statics)})
+        call = _rollout_call(fitted, cur, y_given, test_ids, rates)
+        out.append({"steps": int(cur.shape[1]), "flops": rollout_flops(call)})
     return out
 
 
@@ -277,45 +271,37 @@ def encoder_cost(
 
 
 # ---- gradient methods ------------------------------------------------------------------------
-_ENGINE_FUNCTIONS = ("_chunk_features", "_pair")
+# One compiled call of the gradient engine: (name, the jitted function, abstract arguments).
+EngineCall = tuple[str, Any, tuple[Any, ...]]
 
 
-@contextlib.contextmanager
-def recording_engine_calls(calls: list[tuple[str, Any, Any]]) -> Iterator[None]:
-    """Record (name, static spec, abstract arguments) of every compiled call the gradient
-    engine makes: its work per prediction depends on how the examples were chunked, which
-    only the engine knows; each recorded call is costed afterwards."""
-    from baselines import grads
+def engine_call_recorder(calls: list[EngineCall]) -> Callable[[str, Any, tuple], None]:
+    """A ``GradientEngine`` recorder that appends each compiled call to ``calls``: the
+    engine's work per prediction depends on how it chunked the examples, which only it
+    knows; each recorded call is costed afterwards."""
 
-    originals = {name: getattr(grads, name) for name in _ENGINE_FUNCTIONS}
+    def record(name: str, fn: Any, args: tuple) -> None:
+        calls.append((name, fn, _abstract(args)))
 
-    def recorder(name: str, fn: Callable) -> Callable:
-        def call(spec: Any, *args: Any) -> Any:
-            calls.append((name, spec, _abstract(args)))
-            return fn(spec, *args)
-
-        return call
-
-    try:
-        for name, fn in originals.items():
-            setattr(grads, name, recorder(name, fn))
-        yield
-    finally:
-        for name, fn in originals.items():
-            setattr(grads, name, fn)
+    return record
 
 
-def engine_calls_flops(calls: list[tuple[str, Any, Any]]) -> float | None:
+def _signature(leaf: Any) -> Any:
+    """A hashable stand-in for one leaf of recorded arguments (static ones are their own)."""
+    if isinstance(leaf, jax.ShapeDtypeStruct):
+        return (leaf.shape, str(leaf.dtype))
+    return leaf
+
+
+def engine_calls_flops(calls: list[EngineCall]) -> float | None:
     """Summed FLOPs of recorded engine calls (each distinct signature compiled once)."""
-    from baselines import grads
-
     cache: dict[Any, float | None] = {}
     total = 0.0
-    for name, spec, args in calls:
+    for name, fn, args in calls:
         leaves, treedef = jax.tree.flatten(args)
-        key = (name, spec, treedef, tuple((x.shape, str(x.dtype)) for x in leaves))
+        key = (name, fn, treedef, tuple(_signature(x) for x in leaves))
         if key not in cache:
-            cache[key] = jit_flops(getattr(grads, name), spec, *args)
+            cache[key] = jit_flops(fn, *args)
         if cache[key] is None:
             return None
         total += cache[key]
@@ -356,8 +342,8 @@ def gradient_cost(
         scorer = engine_scorer(engine, states.__getitem__, train_tokens, test_tokens)
         return simulate_run(scorer, schedule, curriculum, lr, y_given, start=start)
 
-    calls: list[tuple[str, Any, Any]] = []
-    with recording_engine_calls(calls):
+    calls: list[EngineCall] = []
+    with engine.recording(engine_call_recorder(calls)):
         predict()  # also the warm-up of `timed`: compiled now
     n_test = int(test_tokens["input_ids"].shape[0])
     used = _steps_per_checkpoint(schedule, curriculum, start)

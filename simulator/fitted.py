@@ -149,6 +149,33 @@ def _table_params(graphdef, params, train_feats, test_feats, train_ids, test_ids
     return _table(nnx.merge(graphdef, params), train_feats, test_feats, train_ids, test_ids)
 
 
+@dataclass(frozen=True)
+class RolloutCall:
+    """One prepared call of a simulator's jitted rollout (see ``FittedSimulator.rollout_call``).
+
+    ``fn(*args, **statics)`` (``call()``) runs it and returns the deviations [R, T+1, N] from
+    ``anchor``; ``finish`` turns them into the rollout's result. ``fn`` is a ``jax.jit``
+    function, so ``call.trace()`` gives its jaxpr and, lowered and compiled, its cost
+    analysis; ``statics`` are its static keywords.
+    """
+
+    fn: Any
+    args: tuple[Any, ...]
+    statics: dict[str, Any]
+    anchor: jax.Array  # [T+1, N]: zeros unless the simulator is anchored
+
+    def __call__(self) -> jax.Array:
+        return self.fn(*self.args, **self.statics)
+
+    def trace(self) -> Any:
+        """``jax.jit(...).trace`` of this call: ``.lower().compile().cost_analysis()``."""
+        return self.fn.trace(*self.args, **self.statics)
+
+    def finish(self, out: jax.Array) -> np.ndarray:
+        """The rollout [R, T+1, N] from the output of ``call()``."""
+        return np.asarray(out + self.anchor)
+
+
 @dataclass
 class FittedSimulator:
     """A fitted GPTfluence or Simfluence with its features; rolls out any curriculum."""
@@ -237,6 +264,48 @@ class FittedSimulator:
         lr = np.broadcast_to(np.asarray(lr, np.float64), (runs, steps))
         return (lr / self.lr_ref).astype(np.float32)
 
+    def rollout_call(
+        self,
+        curricula: np.ndarray,
+        y_init: np.ndarray,
+        test_ids=None,
+        *,
+        lr: np.ndarray | None = None,
+        train_features=None,
+        test_features=None,
+    ) -> RolloutCall:
+        """The compiled work of :meth:`rollout` on these arguments (same signature), unrun.
+
+        ``rollout`` is ``call.finish(call())``, so timing ``call()`` or costing
+        ``call.trace().lower().compile().cost_analysis()`` measures exactly what a rollout
+        runs: the coefficient table from the parameters, the batch reduction and the scanned
+        recurrence, in one jitted function. Id compaction, the anchor and the transfers are
+        the cheap host-side part, done here and in ``finish``.
+        """
+        used, compact = rl.compact_ids(curricula)
+        inputs = self._inputs(used, test_ids, train_features, test_features)
+        y_given = rl.as_given(y_init)
+        if y_given.shape[2] != inputs[3].shape[0]:
+            raise ValueError(
+                f"y_init has {y_given.shape[2]} test examples, test_ids {inputs[3].shape[0]}"
+            )
+        scale = jnp.asarray(self.step_scale(lr, *compact.shape[:2]))
+        anchor = self._anchor(inputs[3], compact.shape[1], test_features)
+        args = (
+            self.graphdef,
+            self.params,
+            *inputs,
+            jnp.asarray(compact),
+            y_given - anchor[: y_given.shape[1]],
+            scale,
+        )
+        statics = {
+            "order": self.order,
+            "batch_reduce": self.config.batch_reduce,
+            "pad": self.config.pad,
+        }
+        return RolloutCall(_rollout_params, args, statics, anchor)
+
     def rollout(
         self,
         curricula: np.ndarray,
@@ -253,29 +322,18 @@ class FittedSimulator:
         ``test_ids`` selects test examples (columns of ``y_init``); new examples can be
         scored by passing their ``test_features`` (and new pools by ``train_features``).
         ``lr`` ([R, T] or [T]) is the learning-rate schedule, used by simulators fitted with
-        ``lr_scale`` (default: the training runs' mean schedule).
+        ``lr_scale`` (default: the training runs' mean schedule). :meth:`rollout_call`
+        gives the compiled function this runs, for timing or costing it.
         """
-        used, compact = rl.compact_ids(curricula)
-        args = self._inputs(used, test_ids, train_features, test_features)
-        y_given = rl.as_given(y_init)
-        if y_given.shape[2] != args[3].shape[0]:
-            raise ValueError(
-                f"y_init has {y_given.shape[2]} test examples, test_ids {args[3].shape[0]}"
-            )
-        scale = jnp.asarray(self.step_scale(lr, *compact.shape[:2]))
-        anchor = self._anchor(args[3], compact.shape[1], test_features)
-        out = _rollout_params(
-            self.graphdef,
-            self.params,
-            *args,
-            jnp.asarray(compact),
-            y_given - anchor[: y_given.shape[1]],
-            scale,
-            order=self.order,
-            batch_reduce=self.config.batch_reduce,
-            pad=self.config.pad,
+        call = self.rollout_call(
+            curricula,
+            y_init,
+            test_ids,
+            lr=lr,
+            train_features=train_features,
+            test_features=test_features,
         )
-        return np.asarray(out + anchor)
+        return call.finish(call())
 
     def _anchor(self, test_ids, steps: int, test_features=None) -> jax.Array:
         """[T+1, N] trajectory the model's deviations are added to (zeros without one)."""

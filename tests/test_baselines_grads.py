@@ -150,6 +150,38 @@ def test_memory_budget_chunking():
     )
 
 
+def test_recorder_sees_every_compiled_call():
+    """A recorder observes each jitted call (replayable from what it gets) and only inside
+    ``recording``; it changes no score."""
+    graphdef, state = nnx.split(init_model(models()["neox_untied"], 1))
+    rng = np.random.default_rng(4)
+    train, test = token_batch(rng, 5), token_batch(rng, 3)
+    engine = GradientEngine(graphdef, state, GradConfig(chunk_size=2))
+    plain = engine.scores(state, train, test)
+    calls = []
+    with engine.recording(lambda name, fn, args: calls.append((name, fn, args))):
+        recorded = engine.scores(state, train, test)
+    assert engine.recorder is None
+    np.testing.assert_array_equal(recorded, plain)
+    # 2 test chunks held, 3 training chunks streamed, a pair per (training, test) chunk.
+    names = [name for name, _, _ in calls]
+    assert names.count("features") == 2 + 3 and names.count("pair") == 3 * 2
+    # The last call pairs the last training chunk (example 4 + padding) with the last test
+    # chunk (example 2 + padding): replayed, it gives that block of the scores.
+    name, fn, args = calls[-1]
+    assert name == "pair"
+    np.testing.assert_array_equal(np.asarray(fn(*args))[:1, :1], plain[4:, 2:])
+    assert fn.trace(*args).lower().compile().cost_analysis() is not None
+    seen = []
+    engine.recorder = lambda name, fn, args: seen.append(name)
+    engine.self_scores(state, test)
+    assert seen == ["features", "features", "self", "self"]
+    assert engine.recorder is not None
+    engine.recorder = None
+    engine.scores(state, train, test)
+    assert len(seen) == 4
+
+
 def test_config_and_batch_validation():
     with pytest.raises(ValueError, match="factorize"):
         GradConfig(factorize="some")

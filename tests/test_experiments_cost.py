@@ -166,8 +166,8 @@ def test_rollout_flops_are_linear_in_the_horizon(measured):
     for reps in (1, 2, 3):
         cur = np.concatenate([curriculum] * reps, axis=1)
         rates = np.concatenate([lr] * reps, axis=1)
-        fn, args, statics = cost._rollout_call(fitted, cur, y0, np.array([0]), rates)
-        flops.append(cost.jit_flops(fn, *args, **statics))
+        call = fitted.rollout_call(cur, y0, np.array([0]), lr=rates)
+        flops.append(cost.rollout_flops(call))
     step_cost = flops[1] - flops[0]
     assert step_cost > 0
     assert flops[2] - flops[1] == pytest.approx(step_cost, rel=0.05)

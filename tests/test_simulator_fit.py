@@ -66,6 +66,10 @@ def test_rollout_options(syn, fitted):
     # A curriculum never seen (a reversed one, with a shorter batch) runs too.
     odd = c[:, ::-1, :3].copy()
     assert np.isfinite(fitted.rollout(odd, y[:, 0])).all()
+    # The public hook is the very call `rollout` makes: timing / costing it measures that.
+    call = fitted.rollout_call(c, y[:, 0, [3, 7]], test_ids=[3, 7])
+    np.testing.assert_array_equal(call.finish(call()), sub)
+    assert call.trace().lower().compile().cost_analysis() is not None
 
 
 def test_save_restore_roundtrip(syn, fitted, tmp_path):
@@ -171,6 +175,8 @@ def test_learning_rate_conditioning_and_anchor(syn, tmp_path):
     back = FittedSimulator.restore(tmp_path / "a")
     np.testing.assert_array_equal(back.anchor_traj, anchored.anchor_traj)
     np.testing.assert_allclose(back.rollout(c, y[:, 0]), pred, rtol=1e-6)
+    call = anchored.rollout_call(c, y[:, 0])  # the anchor is added by `finish`
+    np.testing.assert_array_equal(call.finish(call()), pred)
     with pytest.raises(ValueError):
         anchored.rollout(c[:, :10], y[:, 0])
 
