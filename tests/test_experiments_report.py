@@ -202,3 +202,17 @@ def test_experiments_md_matches_its_snapshots():
             assert e.command in text, f"{e.key}: its command is missing"
             continue
         assert block in text, f"{e.key}: EXPERIMENTS.md differs; run python -m experiments.report"
+
+
+def test_summary_counts_the_seeds_where_each_ordering_holds(repo):
+    # GPTfluence MSE 0.10 / 0.20 / 0.30 against Simfluence's 0.3 in every seed: below it in
+    # seeds 0 and 1 only (0.30 < 0.3 is false); below TracIn-CP's 2.0 in all three.
+    report.harvest(repo, report.EXPERIMENTS, report.SNAPSHOTS)
+    text = report.render(repo, report.EXPERIMENTS, report.SNAPSHOTS)
+    summary = text[text.index("## Summary") : text.index("## Fine-tuning")]
+    line = next(x for x in summary.splitlines() if x.startswith("| Fine-tuning: SST-2 |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[1:7] == ["3", "0.2000", "0.3000", "–", "GPTfluence", "2 of 3"]
+    assert cells[7:9] == ["3 of 3", "–"]  # no mean-trajectory row: nothing to count
+    assert cells[9:] == ["0.500", "0.100"]
+    assert "RTE" not in summary  # experiments without results have no row
