@@ -430,19 +430,31 @@ def render_experiment(e: Experiment, record: dict | None, level: str = "###") ->
     return lines
 
 
+def _seed_wins(per_seed: dict[str, dict], metric: str, a: str, b: str) -> tuple[int, int]:
+    """(seeds where ``a``'s all-steps MSE is below ``b``'s, seeds where both have one)."""
+    wins = total = 0
+    for rows in per_seed.values():
+        x = rows.get(metric, {}).get(a, {}).get("mse_mean")
+        y = rows.get(metric, {}).get(b, {}).get("mse_mean")
+        if _finite([x]) and _finite([y]):
+            total += 1
+            wins += x < y
+    return wins, total
+
+
+def _wins(per_seed: dict[str, dict], metric: str, a: str, b: str) -> str:
+    """ "k of n" of `_seed_wins` ("–" if never both)."""
+    wins, total = _seed_wins(per_seed, metric, a, b)
+    return f"{wins} of {total}" if total else "–"
+
+
 def reading(per_seed: dict[str, dict], metric: str, method: str = "gptfluence") -> str:
     """A sentence computed from the seeds: in how many seeds ``method`` has a lower all-steps
     MSE than each of the other main methods (paired by seed)."""
     rivals = ("simfluence", "tracin_cp_all", "grad_dot", "persistence", "mean_trajectory")
     parts = []
     for rival in rivals:
-        wins = total = 0
-        for rows in per_seed.values():
-            a = rows.get(metric, {}).get(method, {}).get("mse_mean")
-            b = rows.get(metric, {}).get(rival, {}).get("mse_mean")
-            if _finite([a]) and _finite([b]):
-                total += 1
-                wins += a < b
+        wins, total = _seed_wins(per_seed, metric, method, rival)
         if total:
             parts.append(f"{METHODS[rival]} in {wins} of {total}")
     if not parts:
@@ -452,18 +464,6 @@ def reading(per_seed: dict[str, dict], metric: str, method: str = "gptfluence") 
         + ", ".join(parts)
         + " seed(s)."
     )
-
-
-def _wins(per_seed: dict[str, dict], metric: str, a: str, b: str) -> str:
-    """ "k of n": seeds where ``a``'s all-steps MSE is below ``b``'s ("–" if never both)."""
-    wins = total = 0
-    for rows in per_seed.values():
-        x = rows.get(metric, {}).get(a, {}).get("mse_mean")
-        y = rows.get(metric, {}).get(b, {}).get("mse_mean")
-        if _finite([x]) and _finite([y]):
-            total += 1
-            wins += x < y
-    return f"{wins} of {total}" if total else "–"
 
 
 def summary_table(experiments: list[Experiment], records: dict[str, dict]) -> list[str]:

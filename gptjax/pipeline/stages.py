@@ -255,14 +255,7 @@ def simulate_stage(
         title = f"{metric}: simulators on {len(test)} held-out test runs"
         if len(unseen):
             title += f", the {len(seen)} test examples seen in the fit"
-        report.write_metric_table(workdir, "simulators", metric, rows, title)
-        report.plot_trajectories(
-            workdir.result(f"simulators_{metric}.png"),
-            true[..., seen],
-            preds,
-            metric,
-            sc.plot_examples,
-        )
+        _write_simulators(workdir, metric, metric, rows, title, true[..., seen], preds, sc)
         results[metric] = rows
         if len(unseen):
             title = (
@@ -270,13 +263,8 @@ def simulate_stage(
                 f"{UNSEEN_TEST} (ids {int(unseen[0])}..{int(unseen[-1])}, never in the fit)"
             )
             stem = f"{metric}_unseen_test"
-            report.write_metric_table(workdir, "simulators", stem, unseen_rows, title)
-            report.plot_trajectories(
-                workdir.result(f"simulators_{stem}.png"),
-                true[..., unseen],
-                unseen_preds,
-                metric,
-                sc.plot_examples,
+            _write_simulators(
+                workdir, metric, stem, unseen_rows, title, true[..., unseen], unseen_preds, sc
             )
             results[unseen_test_key(metric)] = unseen_rows
     extra = {}
@@ -292,6 +280,14 @@ def simulate_stage(
         **extra,
     )
     return results
+
+
+def _write_simulators(workdir, metric, stem, rows, title, true, preds, sc) -> None:
+    """The simulators' table (``simulators_<stem>.md/.csv``) and trajectory plot."""
+    report.write_metric_table(workdir, "simulators", stem, rows, title)
+    report.plot_trajectories(
+        workdir.result(f"simulators_{stem}.png"), true, preds, metric, sc.plot_examples
+    )
 
 
 def _unseen_sanity_name(method: str) -> tuple[str, dict]:
