@@ -7,8 +7,10 @@ bad flags at once.
 
 from __future__ import annotations
 
+import _thread
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
@@ -34,6 +36,8 @@ def fail(message: str, status: int = 2, *, immediate: bool = False) -> NoReturn:
 
 def run_reporting_errors(fn: Callable[[], T], *, debug: bool = False, immediate: bool = False) -> T:
     """``fn()``, with user errors and Ctrl-C turned into the project's exits."""
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _redeliver_swallowed_interrupts(previous_hook)
     try:
         return fn()
     except KeyboardInterrupt:
@@ -47,6 +51,36 @@ def run_reporting_errors(fn: Callable[[], T], *, debug: bool = False, immediate:
         if debug:
             raise
         fail(f"missing key {err}" if isinstance(err, KeyError) else str(err), immediate=immediate)
+    finally:
+        sys.unraisablehook = previous_hook
+
+
+def _redeliver_swallowed_interrupts(
+    previous: Callable[[object], object],
+) -> Callable[[object], object]:
+    """An unraisable-exception hook that re-sends a Ctrl-C Python had to drop.
+
+    A KeyboardInterrupt raised while Python runs a garbage-collector callback (JAX registers
+    one), a ``__del__`` or a weakref callback cannot propagate: Python prints "Exception
+    ignored in ..." and carries on, so the run went on to the end and exited 0 (seen in CI).
+    Re-send it to the main thread from a new thread, so it is raised again at the next
+    bytecode of ordinary code (and re-sent again should it land in such a callback twice).
+    """
+
+    def hook(unraisable) -> None:
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+            # Not threading.Thread: its start() waits for the thread, and the re-sent
+            # interrupt would then land in this hook, where it is dropped for good.
+            _thread.start_new_thread(_interrupt_main_soon, ())
+            return
+        previous(unraisable)
+
+    return hook
+
+
+def _interrupt_main_soon() -> None:
+    time.sleep(0.05)  # let the hook return first
+    _thread.interrupt_main()
 
 
 def quiet_orbax() -> None:

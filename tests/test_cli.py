@@ -113,3 +113,37 @@ def test_failed_preparation_leaves_the_workdir_usable(tmp_path, args):
     assert out.returncode == 2 and out.stderr.startswith("error: "), out.stderr
     assert "Traceback" not in out.stderr
     assert not (wd / "config.json").exists()  # nothing that would refuse the fixed command
+
+
+# Ctrl-C landing inside a garbage-collector callback (JAX registers one) is dropped by Python
+# ("Exception ignored in ..."); CI once saw the CLI then run to the end and exit 0. Here the
+# callback raises the KeyboardInterrupt itself, so the case is hit every time.
+_INTERRUPT_IN_GC_CALLBACK = """
+import gc
+from gptjax.cli import run_reporting_errors
+
+raised = []
+
+def callback(phase, info):
+    if phase == "start" and not raised:
+        raised.append(True)
+        raise KeyboardInterrupt
+
+gc.callbacks.append(callback)
+
+def work():
+    for _ in range(2000):
+        gc.collect()
+    print("ran to the end")
+
+run_reporting_errors(work)
+"""
+
+
+def test_ctrl_c_dropped_inside_a_gc_callback_still_exits_130():
+    proc = subprocess.run(
+        [sys.executable, "-c", _INTERRUPT_IN_GC_CALLBACK], cwd=REPO, capture_output=True, text=True
+    )
+    assert proc.returncode == 130, proc.stderr
+    assert "ran to the end" not in proc.stdout
+    assert proc.stderr.strip() == "interrupted"
