@@ -359,6 +359,12 @@ ABLATIONS = {
     "encoder:gpt": {},
     "encoder:gradient": {},
     "encoder:gradient_whiten:1": {},
+    # gptfluence_kernel (the mean trajectory plus the gradient kernel, see simulator/gptfluence.py)
+    # and its variants: kernel alone (one scale, no MLPs), multi-step rollout losses.
+    "kernel": {},
+    "kernel:nomlp": {"kernel_mlp": False},
+    "kernel:k4": {"rollout_k": 4},
+    "kernel:k24": {"rollout_k": 24},
 }
 
 
@@ -403,9 +409,9 @@ def ablate(
     import dataclasses
 
     from gptjax.pipeline.preparation import prepare
-    from gptjax.pipeline.stages import run_pipeline, run_split
+    from gptjax.pipeline.stages import run_pipeline, run_split, with_kernel_features
     from gptjax.pipeline.workdir import Workdir
-    from simulator import SIMFLUENCE_DEFAULTS, FitConfig, fit
+    from simulator import METHODS, SIMFLUENCE_DEFAULTS, FitConfig, fit
     from simulator.features import cached_features
 
     c = ml_collections.ConfigDict(config.to_dict())
@@ -458,6 +464,11 @@ def ablate(
             tr, te = feats(name.split(":")[1])
         if name.startswith("encoder:"):
             tr, te = encoder_features(c, wd, prep, name)
+        if name.startswith("kernel"):
+            joined = with_kernel_features(c, wd, prep, {"train": tr, "test": te})
+            kernel = {"kernel_dim": joined["train"].shape[1] - tr.shape[1]}
+            overrides = METHODS["gptfluence_kernel"][1] | kernel | overrides
+            tr, te = joined["train"], joined["test"]
         preds, notes = [], []
         for k in range(n_fits):
             cfg = FitConfig(**(base | overrides | {"seed": base["seed"] + 1000 * k}))

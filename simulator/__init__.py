@@ -11,9 +11,10 @@ imported from their modules. Scores come from the library's harness, ``gptjax.ev
 """
 
 from .fitted import SIMFLUENCE_DEFAULTS, FitConfig, FittedSimulator
-from .training import METHODS, fit, fit_or_restore, method_config
+from .training import KERNEL_METHODS, METHODS, fit, fit_or_restore, method_config
 
 __all__ = [
+    "KERNEL_METHODS",
     "METHODS",
     "SIMFLUENCE_DEFAULTS",
     "FitConfig",

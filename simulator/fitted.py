@@ -53,6 +53,10 @@ class FitConfig:
     factor_mode: str = "auto"  # dot variant: "pool" | "gather" | "auto"
     lr_scale: bool = False  # scale each step's change by its learning rate (needs lr [K, T])
     anchor: str = "none"  # "mean": simulate the deviation from the mean training trajectory
+    # > 0 (dot variant, mean reduction): the last kernel_dim feature columns are a gradient
+    # kernel's features (see gptfluence.py), the rest feed the MLPs.
+    kernel_dim: int = 0
+    kernel_mlp: bool = True  # with kernel_dim > 0: False = the kernel alone (no MLPs)
     seed: int = 0
 
     def __post_init__(self):
@@ -76,6 +80,12 @@ class FitConfig:
             (self.max_windows_per_epoch >= 0, "max_windows_per_epoch", ">= 0"),
             (self.factor_mode in ("auto", "pool", "gather"), "factor_mode", "auto|pool|gather"),
             (self.anchor in ("none", "mean"), "anchor", "none | mean"),
+            (self.kernel_dim >= 0, "kernel_dim", ">= 0"),
+            (
+                self.kernel_dim == 0 or (self.variant == "dot" and self.batch_reduce == "mean"),
+                "kernel_dim > 0",
+                'used with variant "dot" and batch_reduce "mean"',
+            ),
         ]
         bad = [f"{key} must be {want}" for ok, key, want in checks if not ok]
         if bad:
@@ -101,13 +111,31 @@ def as_fit_config(config: Any) -> FitConfig:
 
 
 def make_simulator(
-    kind: str, cfg: FitConfig, dim: int, n_pool: int, n_test: int, batch_size: int
+    kind: str,
+    cfg: FitConfig,
+    dim: int,
+    n_pool: int,
+    n_test: int,
+    batch_size: int,
+    kernel_unit: float = 1.0,
 ) -> nnx.Module:
-    """The untrained model of a simulator (settings were checked by FitConfig)."""
+    """The untrained model of a simulator (settings were checked by FitConfig);
+    ``kernel_unit``: the gradient kernel's fixed scale (``kernel_dim`` > 0)."""
     rngs = nnx.Rngs(cfg.seed)
+    if kind == "gptfluence" and cfg.variant == "dot":
+        return GPTfluenceDot(
+            cfg.order,
+            dim,
+            cfg.hidden,
+            cfg.out_dim,
+            init=cfg.init,
+            rngs=rngs,
+            kernel_dim=cfg.kernel_dim,
+            kernel_unit=kernel_unit,
+            mlp=cfg.kernel_mlp or not cfg.kernel_dim,
+        )
     if kind == "gptfluence":
-        model = GPTfluenceDot if cfg.variant == "dot" else GPTfluenceConcat
-        return model(cfg.order, dim, cfg.hidden, cfg.out_dim, init=cfg.init, rngs=rngs)
+        return GPTfluenceConcat(cfg.order, dim, cfg.hidden, cfg.out_dim, init=cfg.init, rngs=rngs)
     if kind == "simfluence":
         return SimfluenceLinear(
             n_pool, n_test, batch_size=batch_size, batch_reduce=cfg.batch_reduce
@@ -193,6 +221,7 @@ class FittedSimulator:
     lr_ref: float | None = None  # learning-rate conditioning: the reference rate
     mean_lr: list[float] | None = None  # and the training runs' mean schedule (the default)
     anchor_traj: np.ndarray | None = None  # [T+1, N] with anchor="mean"
+    kernel_unit: float = 1.0  # the gradient kernel's fixed scale (kernel_dim > 0)
 
     @property
     def order(self) -> int:
@@ -378,6 +407,7 @@ class FittedSimulator:
             "history": self.history,
             "lr_ref": self.lr_ref,
             "mean_lr": self.mean_lr,
+            "kernel_unit": self.kernel_unit,
         }
         atomic_write_json(path / "meta.json", meta, indent=1)
 
@@ -394,8 +424,9 @@ class FittedSimulator:
             tree = ckpt.restore(path / "state")
         tr = tree.get("train_features")
         dim = 1 if tr is None else tr.shape[1]
+        unit = float(meta.get("kernel_unit", 1.0))
         model = make_simulator(
-            meta["kind"], cfg, dim, meta["n_pool"], meta["n_test"], meta["batch_size"]
+            meta["kind"], cfg, dim, meta["n_pool"], meta["n_test"], meta["batch_size"], unit
         )
         graphdef, params = nnx.split(model, nnx.Param)
         nnx.replace_by_pure_dict(params, jax.tree.map(jnp.asarray, tree["params"]))
@@ -414,6 +445,7 @@ class FittedSimulator:
             meta.get("lr_ref"),
             meta.get("mean_lr"),
             None if "anchor" not in tree else np.asarray(tree["anchor"]),
+            unit,
         )
 
 

@@ -4,6 +4,18 @@
     dot:    α_j = Σ_{i∈c_t} ⟨F_j(h_i), F_j(h')⟩,   β = Σ_{i∈c_t} ⟨G(h_i), G(h')⟩
     concat: [α_1..α_n, β] = Σ_{i∈c_t} Heads(MLP([h_i; h']))
 
+Gradient kernel (dot variant, ``kernel_dim = D > 0``): the last D feature columns are fixed
+kernel features φ (the pipeline gives the base model's projected per-example loss gradients,
+pool side centred), the MLPs read the others. With a mean batch reduction,
+
+    α_1 = 1 + mean_{i∈c_t} ⟨F_1(h_i), F_1(h')⟩,   β = mean_{i∈c_t} ⟨G(h_i), G(h')⟩ + γ·u·⟨φ_i, φ'⟩
+
+γ a learned scalar (starts at 1), u a fixed unit set by the fit (the least-squares scale,
+``kernel_unit``), the MLPs' output layers start small. So the untrained model is the
+first-order Taylor picture of fine-tuning: each step moves test loss by a multiple of its
+batch's gradient inner products with the test example, accumulated over the curriculum
+(a TracIn-style sum, ordered by the curriculum), and training learns corrections to it.
+
 Both models expose the same two computations (see ``rollout.py`` for the table layout):
 
 * ``table(train_feats, test_feats)`` → [n+1, P, N], used by the rollout, and
@@ -65,12 +77,24 @@ class StackedMLP(nnx.Module):
     Input [..., din] → output [..., heads, dout].
     """
 
-    def __init__(self, heads: int, din: int, hidden: int, dout: int, *, init: str, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        heads: int,
+        din: int,
+        hidden: int,
+        dout: int,
+        *,
+        init: str,
+        rngs: nnx.Rngs,
+        out_scale: float = 1.0,
+    ):
         gen = _generator(rngs)
         self.w1 = nnx.Param(_kernel_init(gen, (heads, din, hidden), din, init))
         self.b1 = nnx.Param(_bias_init(gen, (heads, hidden), din, init))
-        self.w2 = nnx.Param(_kernel_init(gen, (heads, hidden, dout), hidden, init))
-        self.b2 = nnx.Param(_bias_init(gen, (heads, dout), hidden, init))
+        # out_scale < 1 starts the output near zero (a residual branch on a known model).
+        w2 = _kernel_init(gen, (heads, hidden, dout), hidden, init)
+        self.w2 = nnx.Param(w2 * out_scale)
+        self.b2 = nnx.Param(_bias_init(gen, (heads, dout), hidden, init) * out_scale)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         h = jnp.einsum("...d,jdh->...jh", x, self.w1[...]) + self.b1[...]
@@ -91,8 +115,13 @@ def count_matrix(ids: jax.Array, n_pool: int, batch_reduce: str) -> jax.Array:
     return w
 
 
+# The MLPs' output layers start at this fraction of their usual size beside a gradient kernel.
+KERNEL_MLP_OUT_SCALE = 0.01
+
+
 class GPTfluenceDot(nnx.Module):
-    """Dot variant: one MLP per α order plus one for β, shared by both sides of the product."""
+    """Dot variant: one MLP per α order plus one for β, shared by both sides of the product;
+    with ``kernel_dim`` > 0 also the gradient-kernel term (see the module docstring)."""
 
     def __init__(
         self,
@@ -103,14 +132,57 @@ class GPTfluenceDot(nnx.Module):
         *,
         init: str = "torch",
         rngs: nnx.Rngs,
+        kernel_dim: int = 0,
+        kernel_unit: float = 1.0,
+        mlp: bool = True,
     ):
+        if not 0 <= kernel_dim < din:
+            raise ValueError(
+                f"kernel_dim must be in 0..{din - 1} (features: {din}), got {kernel_dim}"
+            )
+        if not (mlp or kernel_dim):
+            raise ValueError("a GPTfluence model without MLPs needs the gradient kernel")
         self.order = order
-        self.mlp = StackedMLP(order + 1, din, hidden, dout, init=init, rngs=rngs)
+        self.kernel_dim = kernel_dim
+        self.kernel_unit = float(kernel_unit)  # static: part of the graph, not trained
+        scale = KERNEL_MLP_OUT_SCALE if kernel_dim else 1.0
+        # Without MLPs (kernel_mlp=False) the model is the kernel alone: one learned scale.
+        self.mlp = (
+            StackedMLP(
+                order + 1, din - kernel_dim, hidden, dout, init=init, rngs=rngs, out_scale=scale
+            )
+            if mlp
+            else None
+        )
+        if kernel_dim:
+            self.kernel_scale = nnx.Param(jnp.ones((), jnp.float32))
+
+    def _split(self, feats: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+        if not self.kernel_dim:
+            return feats, None
+        return feats[..., : -self.kernel_dim], feats[..., -self.kernel_dim :]
+
+    def _kernel_offsets(self, kernel: jax.Array, present: jax.Array) -> jax.Array:
+        """[..., J] additions to the reduced coefficients from the (reduced) kernel values:
+        ``present`` (1, or 0 for an all-empty batch, as a table reduction gives) on α_1,
+        γ·u·kernel on β (with the mean reduction a table entry's offset passes through)."""
+        gamma = self.kernel_scale[...] * self.kernel_unit
+        zeros = jnp.zeros(kernel.shape + (self.order - 1,), kernel.dtype)
+        return jnp.concatenate([present[..., None], zeros, (gamma * kernel)[..., None]], axis=-1)
 
     def table(self, train_feats: jax.Array, test_feats: jax.Array) -> jax.Array:
-        fp = self.mlp(train_feats)  # [P, J, h]
-        ft = self.mlp(test_feats)  # [N, J, h]
-        return jnp.einsum("pjh,njh->jpn", fp, ft)
+        train_feats, phi_p = self._split(train_feats)
+        test_feats, phi_n = self._split(test_feats)
+        if self.mlp is None:
+            table = jnp.zeros((self.order + 1, phi_p.shape[0], phi_n.shape[0]), phi_p.dtype)
+        else:
+            fp = self.mlp(train_feats)  # [P, J, h]
+            ft = self.mlp(test_feats)  # [N, J, h]
+            table = jnp.einsum("pjh,njh->jpn", fp, ft)
+        if phi_p is not None:
+            kernel = phi_p @ phi_n.T
+            table = table + jnp.moveaxis(self._kernel_offsets(kernel, jnp.ones_like(kernel)), -1, 0)
+        return table
 
     def transition_coefs(
         self,
@@ -127,6 +199,13 @@ class GPTfluenceDot(nnx.Module):
         P + N is below the number of gathered rows, the usual case); ``"gather"`` on the
         gathered rows only (for very large pools).
         """
+        train_feats, phi_p = self._split(train_feats)
+        test_feats, phi_n = self._split(test_feats)
+        if self.mlp is None:
+            w = count_matrix(ids, phi_p.shape[0], batch_reduce)  # [M, K, P]
+            kernel = jnp.einsum("mkp,pd,md->mk", w, phi_p, phi_n[test_ids])
+            present = (ids >= 0).any(-1).astype(kernel.dtype)
+            return self._kernel_offsets(kernel, present)
         if mode == "pool":
             fp = self.mlp(train_feats)  # [P, J, h]
             w = count_matrix(ids, train_feats.shape[0], batch_reduce)  # [M, K, P]
@@ -136,14 +215,23 @@ class GPTfluenceDot(nnx.Module):
                 ft = self.mlp(test_feats)[test_ids]  # [M, J, h]
             else:
                 ft = self.mlp(test_feats[test_ids])
+            if phi_p is not None:
+                phi_s = jnp.einsum("mkp,pd->mkd", w, phi_p)
         elif mode == "gather":
             rows = self.mlp(train_feats[jnp.maximum(ids, 0)])  # [M, K, B, J, h]
             mask = (ids >= 0)[..., None, None]
             s = reduce_batch(rows, mask, batch_reduce, axis=2)
             ft = self.mlp(test_feats[test_ids])
+            if phi_p is not None:
+                phi_s = reduce_batch(phi_p[jnp.maximum(ids, 0)], mask[..., 0], batch_reduce, 2)
         else:
             raise ValueError(f"mode must be 'pool' or 'gather', got {mode!r}")
-        return jnp.einsum("mkjh,mjh->mkj", s, ft)
+        coefs = jnp.einsum("mkjh,mjh->mkj", s, ft)
+        if phi_p is not None:
+            kernel = jnp.einsum("mkd,md->mk", phi_s, phi_n[test_ids])
+            present = (ids >= 0).any(-1).astype(coefs.dtype)
+            coefs = coefs + self._kernel_offsets(kernel, present)
+        return coefs
 
 
 class GPTfluenceConcat(nnx.Module):

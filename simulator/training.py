@@ -72,6 +72,43 @@ def interpolation_matrix(observed: np.ndarray) -> np.ndarray:
     return w
 
 
+def kernel_unit(
+    y: np.ndarray,
+    curricula: np.ndarray,
+    scale: np.ndarray,
+    train_phi: np.ndarray,
+    test_phi: np.ndarray,
+    runs: np.ndarray,
+    observed: np.ndarray,
+) -> float:
+    """The least-squares scale u of the gradient kernel (``kernel_dim`` > 0): over the
+    ``runs`` and observed steps t, y_t regressed on the kernel summed over the curriculum so
+    far, u·Σ_{s≤t} scale_s · mean_{i∈c_s} ⟨φ_i, φ'⟩, both centred over the runs per step and
+    test example (what every run shares is the mean trajectory's part). Levels, not step
+    changes: a batch keeps acting on later steps (optimiser momentum), so its whole effect is
+    about twice its first step's (SST-2 probe); the rollout is scored on levels too.
+    1.0 when the kernel carries nothing (all zero)."""
+    runs = np.asarray(runs)
+    kern = np.asarray(train_phi, np.float64) @ np.asarray(test_phi, np.float64).T  # [P, N]
+    cur = np.asarray(curricula[runs])
+    rows = np.where(cur >= 0, cur, 0)
+    present = (cur >= 0)[..., None]
+    per_step = (kern[rows] * present).sum(2) / np.maximum(present.sum(2), 1)  # [R, T, N]
+    per_step = per_step * np.asarray(scale[runs], np.float64)[..., None]
+    cum = np.concatenate([np.zeros_like(per_step[:, :1]), np.cumsum(per_step, 1)], 1)
+    obs = np.nonzero(observed)[0]
+    dy = np.asarray(y[runs], np.float64)[:, obs]
+    dk = cum[:, obs]
+    ok = np.isfinite(dy)
+    dy, dk = np.where(ok, dy, 0.0), np.where(ok, dk, 0.0)
+    count = np.maximum(ok.sum(0), 1)
+    dy = np.where(ok, dy - dy.sum(0) / count, 0.0)
+    dk = np.where(ok, dk - dk.sum(0) / count, 0.0)
+    den = float((dk**2).sum())
+    unit = float((dk * dy).sum()) / den if den > 0 else 1.0
+    return unit if math.isfinite(unit) and unit != 0.0 else 1.0
+
+
 def _prepare(
     y: np.ndarray,
     curricula: np.ndarray,
@@ -239,7 +276,19 @@ def fit(
         y = y - anchor_traj[None]
     elif cfg.anchor != "none":
         raise ValueError(f"anchor must be 'none' or 'mean', got {cfg.anchor!r}")
-    model = make_simulator(model_kind, cfg, dim, n_pool, n_test, bsz)
+    unit = 1.0
+    if model_kind == "gptfluence" and cfg.kernel_dim:
+        kd = cfg.kernel_dim
+        unit = kernel_unit(
+            y,
+            curricula,
+            scale,
+            train_features[:, -kd:],
+            test_features[:, -kd:],
+            train_runs,
+            observed,
+        )
+    model = make_simulator(model_kind, cfg, dim, n_pool, n_test, bsz, unit)
     graphdef, params = nnx.split(model, nnx.Param)
     data, starts = _prepare(y, curricula, scale, train_runs, k, observed)
     tr = jnp.zeros((1, 1)) if train_features is None else jnp.asarray(train_features, jnp.float32)
@@ -359,6 +408,7 @@ def fit(
         lr_ref,
         mean_lr,
         anchor_traj,
+        unit,
     )
     if save_dir is not None:
         fitted.save(save_dir)
@@ -371,15 +421,30 @@ METHODS = {
     "gptfluence_dot": ("gptfluence", {"variant": "dot"}),
     "gptfluence_concat": ("gptfluence", {"variant": "concat"}),
     "gptfluence_anchored": ("gptfluence", {"anchor": "mean"}),
+    # GPTfluence on the mean trajectory with the gradient kernel (gptfluence.py): its features
+    # are the encoder's followed by kernel features, kernel_dim set by the caller.
+    "gptfluence_kernel": (
+        "gptfluence",
+        {"variant": "dot", "anchor": "mean", "batch_reduce": "mean", "lr_scale": True},
+    ),
     "simfluence": ("simfluence", {}),
 }
+# Simulators whose features end with gradient-kernel features (method_config's kernel_dim).
+KERNEL_METHODS = ("gptfluence_kernel",)
 
 
-def method_config(name: str, gptfluence: Any, simfluence: Any) -> tuple[str, FitConfig]:
-    """(kind, settings) of a simulator named in a config, from the two settings sections."""
+def method_config(
+    name: str, gptfluence: Any, simfluence: Any, kernel_dim: int = 0
+) -> tuple[str, FitConfig]:
+    """(kind, settings) of a simulator named in a config, from the two settings sections;
+    ``kernel_dim``: the size of the kernel features a method of ``KERNEL_METHODS`` gets."""
     if name not in METHODS:
         raise ValueError(f"unknown simulator {name!r}; known: {', '.join(METHODS)}")
+    if (name in KERNEL_METHODS) != (kernel_dim > 0):
+        raise ValueError(f"simulator {name!r}: kernel_dim {kernel_dim} (> 0 iff it uses a kernel)")
     kind, overrides = METHODS[name]
+    if kernel_dim:
+        overrides = overrides | {"kernel_dim": kernel_dim}
     section = gptfluence if kind == "gptfluence" else simfluence
     if dataclasses.is_dataclass(section):
         section = dataclasses.asdict(section)

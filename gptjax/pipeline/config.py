@@ -23,8 +23,8 @@ from baselines import GRADIENT_METHODS, GradConfig
 from gptjax.collect.curricula import steps_per_run
 from gptjax.collect.runner import CollectSpec, parse_save_steps
 from gptjax.tasks.jsonl import JsonlTask
+from simulator import KERNEL_METHODS, SIMFLUENCE_DEFAULTS, FitConfig, method_config
 from simulator import METHODS as SIMULATORS
-from simulator import SIMFLUENCE_DEFAULTS, FitConfig, method_config
 
 STAGES = ("collect", "simulate", "baselines", "report")
 DATA_SOURCES = ("local", "tfds")  # for task "jsonl", data.source may also be the JSONL path
@@ -39,7 +39,9 @@ _PER_METHOD_GRAD_FIELDS = ("layers",)
 def simulator_section() -> ml_collections.ConfigDict:
     """``config.simulator``. ``models``: comma-separated names from ``simulator.METHODS``
     (gptfluence uses ``gptfluence.variant``; gptfluence_dot / _concat force the variant;
-    gptfluence_anchored simulates deviations from the mean training trajectory).
+    gptfluence_anchored simulates deviations from the mean training trajectory;
+    gptfluence_kernel adds the base model's projected loss-gradient inner products to it, the
+    gradient kernel of ``simulator.gptfluence``'s docs, with ``gradient_projection_dim``).
     ``metrics``: comma-separated, "" = every metric collected. ``encoder``: where the example
     features come from, ``minilm`` (frozen all-MiniLM-L6-v2 over ``data.encoder_text``) or
     ``gpt`` (the workdir's base model's final hidden states over its own tokens: prompt and
@@ -432,7 +434,7 @@ def _encoder_errors(c: ml_collections.ConfigDict) -> list[str]:
             f"config key 'simulator.pooling' must be {' | '.join(poolings)} with encoder "
             f"{s.encoder}, got {s.pooling!r}"
         )
-    if s.encoder == "gradient":
+    if s.encoder == "gradient" or set(names_in(s.models)) & set(KERNEL_METHODS):
         errors += _gradient_encoder_errors(c)
     if not 0 <= s.unseen_test < c.data.test_size:
         errors.append(
@@ -453,7 +455,8 @@ def simulator_grad_config(config: ml_collections.ConfigDict) -> GradConfig:
 
 
 def _gradient_encoder_errors(c: ml_collections.ConfigDict) -> list[str]:
-    """The gradient encoder's keys (checked only when it is the encoder)."""
+    """The gradient encoder's keys (checked only when it is the encoder or a simulator uses the
+    gradient kernel)."""
     s = c.simulator
     dim, lam = s.gradient_projection_dim, s.gradient_whiten
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
@@ -488,8 +491,11 @@ def _method_errors(c: ml_collections.ConfigDict) -> list[str]:
                 f"config key 'simulator.models': unknown {name!r}; known: {', '.join(SIMULATORS)}"
             )
             continue
+        dim = c.simulator.gradient_projection_dim if name in KERNEL_METHODS else 0
         try:
-            method_config(name, c.simulator.gptfluence, c.simulator.simfluence)
+            # An invalid dimension is reported by _gradient_encoder_errors.
+            kernel_dim = max(int(dim), 1) if dim else 0
+            method_config(name, c.simulator.gptfluence, c.simulator.simfluence, kernel_dim)
         except (ValueError, TypeError) as err:
             section = "simfluence" if name == "simfluence" else "gptfluence"
             errors.append(f"config section 'simulator.{section}': {err}")

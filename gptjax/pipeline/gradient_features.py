@@ -119,3 +119,25 @@ def gradient_features(
     }
     train, test = transform(raw["train"], raw["test"], whiten)
     return {"train": train, "test": test}
+
+
+def kernel_features(
+    cache_file: str | os.PathLike,
+    model: nnx.Module,
+    pool_tokens: Mapping[str, np.ndarray],
+    test_tokens: Mapping[str, np.ndarray],
+    grad_config: GradConfig,
+) -> dict[str, np.ndarray]:
+    """{"train": [P, d], "test": [N, d]} features of GPTfluence's gradient kernel
+    (``simulator.models`` with ``gptfluence_kernel``): the cached projected gradients, the pool
+    side centred on its mean (so that a batch moves a test example's loss only by how its
+    examples differ from the pool's average, which the mean trajectory already holds), then
+    both divided by the pool side's root mean square entry (the scale the fit then learns
+    is of order one)."""
+    raw = {
+        side: cached_projected_gradients(cache_file, model, tokens, grad_config)
+        for side, tokens in (("train", pool_tokens), ("test", test_tokens))
+    }
+    train = np.asarray(raw["train"], np.float64)
+    train = train - train.mean(0)
+    return dict(zip(("train", "test"), transform(train, raw["test"]), strict=True))

@@ -29,13 +29,13 @@ from gptjax.collect.runner import collect
 from gptjax.evaluation import evaluate, mean_trajectory, not_applicable, persistence
 from gptjax.pipeline import config as config_lib
 from gptjax.pipeline import report
-from gptjax.pipeline.gradient_features import gradient_features
+from gptjax.pipeline.gradient_features import gradient_features, kernel_features
 from gptjax.pipeline.lock import workdir_lock
 from gptjax.pipeline.preparation import Prepared, prepare
 from gptjax.pipeline.wait import wait_until
 from gptjax.pipeline.workdir import Workdir
 from gptjax.store import Dynamics
-from simulator import FittedSimulator, fit_or_restore, method_config
+from simulator import KERNEL_METHODS, FittedSimulator, fit_or_restore, method_config
 from simulator.features import cached_features, cached_gpt_features
 
 
@@ -162,6 +162,25 @@ def simulation_features(
     }
 
 
+def with_kernel_features(
+    config: ml_collections.ConfigDict,
+    workdir: Workdir,
+    prep: Prepared,
+    features: dict[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """``features`` with the gradient kernel's features appended (``gptfluence_kernel``): the
+    base model's per-example loss gradients projected to ``simulator.gradient_projection_dim``
+    (cached in the workdir, shared with the gradient encoder)."""
+    kernel = kernel_features(
+        workdir.features_prefix,
+        prep.model,
+        prep.pool_tokens.loss_inputs(),
+        prep.test_tokens.loss_inputs(),
+        config_lib.simulator_grad_config(config),
+    )
+    return {side: np.concatenate([features[side], kernel[side]], 1) for side in features}
+
+
 def _unseen_reason(name: str, fitted: FittedSimulator) -> str | None:
     """Why a fitted simulator cannot predict test examples it never saw (None: it can)."""
     if fitted.kind == "simfluence":
@@ -209,7 +228,11 @@ def simulate_stage(
         unseen_rows: dict[str, dict] = {}
         unseen_preds: dict[str, np.ndarray] = {}
         for name in config_lib.names_in(sc.models):
-            kind, fit_config = method_config(name, sc.gptfluence, sc.simfluence)
+            feats = features
+            if name in KERNEL_METHODS:
+                feats = with_kernel_features(config, workdir, prep, features)
+            kernel_dim = feats["train"].shape[1] - features["train"].shape[1]
+            kind, fit_config = method_config(name, sc.gptfluence, sc.simfluence, kernel_dim)
             # The fit gets the seen test examples' trajectories and features only (all of
             # them without unseen_test: the same data, so the same fit key as before).
             fitted = fit_or_restore(
@@ -217,8 +240,8 @@ def simulate_stage(
                 fit_config,
                 dyn.curricula,
                 y[..., seen],
-                features["train"],
-                features["test"][seen],
+                feats["train"],
+                feats["test"][seen],
                 split,
                 workdir.simulator_dir(metric, name),
                 valid=dyn.valid,
@@ -239,7 +262,7 @@ def simulate_stage(
                 dyn.curricula[test],
                 given[..., unseen],
                 lr=dyn.lr[test],
-                test_features=features["test"][unseen],
+                test_features=feats["test"][unseen],
             )
             unseen_rows[name] = evaluate(unseen_preds[name], true[..., unseen], start) | (
                 fitted.result_fields()
