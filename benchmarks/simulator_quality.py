@@ -9,7 +9,9 @@ Per task (configs/quality_<task>.py: demo, sst2, rte; 44 runs of 24 steps split 
 and seed (the collection seed and the simulators' fit seeds), in
 ``<workdir_root>/<task>/seed_<s>`` (a second invocation resumes from what is there):
 
-1. the pipeline collects the runs, fits GPTfluence and Simfluence on the training runs
+1. the pipeline collects the runs, fits GPTfluence, Simfluence, gptfluence_kernel
+   (GPTfluence on the mean trajectory with the base model's gradient kernel) and
+   gradient_kernel (that recurrence with the kernel alone) on the training runs
    (early-stopped on the validation runs) and runs TracIn-CP (all steps) on the test runs;
 2. every method is scored on the 16 held-out test runs by `gptjax.evaluation.evaluate`:
    all-steps MSE and LDS (per test example, Spearman across the test runs of predicted vs
@@ -21,7 +23,9 @@ and seed (the collection seed and the simulators' fit seeds), in
    Skipped (null in the JSON) when the library is not installed, with the reason printed.
 
 Prints one table per task (mean ± std over seeds), the bootstrap intervals, and as the last
-line one JSON object: {"tasks": {task: {"gptfluence_mse", ..., "trak_lds"}}}.
+line one JSON object: {"tasks": {task: {"gptfluence_mse", ..., "trak_lds",
+"gptfluence_kernel_mse", "gptfluence_kernel_lds", "gradient_kernel_mse",
+"gradient_kernel_lds"}}}.
 """
 
 from __future__ import annotations
@@ -54,7 +58,10 @@ if TYPE_CHECKING:  # the pipeline is imported lazily: --help stays fast
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("demo", "sst2", "rte")
-SIMULATORS = ("gptfluence", "simfluence")
+# gptfluence_kernel: GPTfluence on the mean trajectory with the base model's gradient kernel
+# (simulator/gptfluence.py); gradient_kernel: that recurrence with the kernel alone (no MLPs),
+# the variant chosen on the validation runs (docs/simulator.md).
+SIMULATORS = ("gptfluence", "simfluence", "gptfluence_kernel", "gradient_kernel")
 TRACIN = "tracin_cp_all"
 METHODS = ("gptfluence", "simfluence", "mean_trajectory", "persistence", "tracin")
 REFERENCES = ("kronfluence", "trak")
@@ -67,6 +74,10 @@ JSON_KEYS = (
     "tracin_lds",
     "kronfluence_lds",
     "trak_lds",
+    "gptfluence_kernel_mse",
+    "gptfluence_kernel_lds",
+    "gradient_kernel_mse",
+    "gradient_kernel_lds",
 )
 METRIC = "loss"
 # --quick: fewer regularisers for the references (each costs a scoring pass).
@@ -196,11 +207,12 @@ def run_seed(
         )
         for other in ("mean_trajectory", "simfluence")
     } | {
-        f"{name}_vs_mean_trajectory": paired_bootstrap(
-            err[name], err["mean_trajectory"], groups=runs_of, seed=int(config.seed)
+        f"{name}_vs_{other}": paired_bootstrap(
+            err[name], err[other], groups=runs_of, seed=int(config.seed)
         )
         for name in simulators
         if name not in METHODS
+        for other in ("mean_trajectory", "simfluence")
     }
     refs = {}
     for name in references:
@@ -244,7 +256,7 @@ def task_json(table: dict[str, dict]) -> dict[str, float | None]:
     """The task's entry of the last-line JSON: means over seeds."""
 
     def get(method, key):
-        v = table[method][key]
+        v = table.get(method, {}).get(key)
         return None if v is None else round(v[0], 6)
 
     return {
@@ -256,6 +268,10 @@ def task_json(table: dict[str, dict]) -> dict[str, float | None]:
         "tracin_lds": get("tracin", "lds_mean"),
         "kronfluence_lds": get("kronfluence", "lds_mean"),
         "trak_lds": get("trak", "lds_mean"),
+        "gptfluence_kernel_mse": get("gptfluence_kernel", "mse_mean"),
+        "gptfluence_kernel_lds": get("gptfluence_kernel", "lds_mean"),
+        "gradient_kernel_mse": get("gradient_kernel", "mse_mean"),
+        "gradient_kernel_lds": get("gradient_kernel", "lds_mean"),
     }
 
 

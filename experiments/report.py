@@ -47,6 +47,8 @@ METHODS = {
     "gptfluence_dot": "GPTfluence (dot)",
     "gptfluence_concat": "GPTfluence (concat)",
     "gptfluence_anchored": "GPTfluence (anchored)",
+    "gptfluence_kernel": "GPTfluence + gradient kernel",
+    "gradient_kernel": "gradient kernel (no MLPs)",
     "simfluence": "Simfluence",
     "tracin_cp_all": "TracIn-CP (all steps)",
     "tracin_cp_k": "TracIn-CP (10 checkpoints)",
@@ -65,6 +67,7 @@ COLUMNS = (
     ("lds_mean", "lds_std", "LDS (std)", 3),
 )
 NOT_RUN = "not run yet"
+KERNEL = "gradient_kernel"  # the kernel simulator chosen on validation runs (docs/simulator.md)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -421,9 +424,10 @@ def render_experiment(e: Experiment, record: dict | None, level: str = "###") ->
     lines.append("")
     for metric, methods in sorted(summarise(record["per_seed"]).items()):
         lines += [f"**{metric}**", "", method_table(methods)]
-        said = reading(record["per_seed"], metric)
-        if said:
-            lines += [said, ""]
+        for method in ("gptfluence", KERNEL):
+            said = reading(record["per_seed"], metric, method)
+            if said:
+                lines += [said, ""]
     if record.get("plots"):
         links = ", ".join(f"[{Path(p).name}]({p})" for p in record["plots"])
         lines += [f"Plots (first seed, first test run): {links}", ""]
@@ -475,9 +479,10 @@ def summary_table(experiments: list[Experiment], records: dict[str, dict]) -> li
     head = (
         "| experiment | seeds | GPTfluence MSE | Simfluence MSE | mean traj. MSE | lowest MSE "
         "| GPTf. < Simf. | GPTf. < TracIn-CP | GPTf. < mean traj. | GPTfluence LDS "
-        "| TracIn-CP LDS |"
+        "| TracIn-CP LDS | kernel MSE | kernel < mean traj. "
+        "| kernel LDS |"
     )
-    lines = [head, "|---" * 11 + "|"]
+    lines = [head, "|---" * 14 + "|"]
     for e in experiments:
         record = records.get(e.key)
         if e.section.startswith("Ablation") or not record or "per_seed" not in record:
@@ -503,7 +508,10 @@ def summary_table(experiments: list[Experiment], records: dict[str, dict]) -> li
             f"| {best} | {_wins(per_seed, metric, 'gptfluence', 'simfluence')} "
             f"| {_wins(per_seed, metric, 'gptfluence', 'tracin_cp_all')} "
             f"| {_wins(per_seed, metric, 'gptfluence', 'mean_trajectory')} "
-            f"| {mean('gptfluence', 'lds_mean', 3)} | {mean('tracin_cp_all', 'lds_mean', 3)} |"
+            f"| {mean('gptfluence', 'lds_mean', 3)} | {mean('tracin_cp_all', 'lds_mean', 3)} "
+            f"| {mean(KERNEL, 'mse_mean', 4)} "
+            f"| {_wins(per_seed, metric, KERNEL, 'mean_trajectory')} "
+            f"| {mean(KERNEL, 'lds_mean', 3)} |"
         )
     if len(lines) == 2:
         return []
@@ -513,7 +521,10 @@ def summary_table(experiments: list[Experiment], records: dict[str, dict]) -> li
         "Loss, held-out test runs, means over seeds (the sections below give spreads). The "
         "paper reports GPTfluence below Simfluence, and both far below TracIn-CP and Grad-Dot, "
         "in all-steps MSE on every task; it does not report the mean-trajectory baseline. The "
-        "columns `A < B` count the seeds where A's all-steps MSE is the lower.",
+        "columns `A < B` count the seeds where A's all-steps MSE is the lower. `kernel` is "
+        "the GPTfluence recurrence on the mean trajectory driven by the base model's gradient "
+        "kernel alone (`gradient_kernel`, [docs/simulator.md](docs/simulator.md)), added "
+        "after the paper's methods; `–` where an experiment ran before it existed.",
         "",
         *lines,
         "",

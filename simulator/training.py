@@ -415,6 +415,7 @@ def fit(
     return fitted
 
 
+_KERNEL = {"variant": "dot", "anchor": "mean", "batch_reduce": "mean", "lr_scale": True}
 # Simulator names a config may list, and what each is: (kind, overrides of its settings).
 METHODS = {
     "gptfluence": ("gptfluence", {}),
@@ -423,14 +424,14 @@ METHODS = {
     "gptfluence_anchored": ("gptfluence", {"anchor": "mean"}),
     # GPTfluence on the mean trajectory with the gradient kernel (gptfluence.py): its features
     # are the encoder's followed by kernel features, kernel_dim set by the caller.
-    "gptfluence_kernel": (
-        "gptfluence",
-        {"variant": "dot", "anchor": "mean", "batch_reduce": "mean", "lr_scale": True},
-    ),
+    "gptfluence_kernel": ("gptfluence", _KERNEL),
+    # The same recurrence with the kernel alone (no MLPs: one learned scale), the variant
+    # chosen on the validation runs of benchmarks/simulator_quality (docs/simulator.md).
+    "gradient_kernel": ("gptfluence", _KERNEL | {"kernel_mlp": False}),
     "simfluence": ("simfluence", {}),
 }
 # Simulators whose features end with gradient-kernel features (method_config's kernel_dim).
-KERNEL_METHODS = ("gptfluence_kernel",)
+KERNEL_METHODS = ("gptfluence_kernel", "gradient_kernel")
 
 
 def method_config(

@@ -29,6 +29,7 @@ def _tiny():
         section.warmup_steps = 2
     c.simulator.gptfluence.hidden = 8
     c.simulator.gptfluence.out_dim = 8
+    c.simulator.gradient_projection_dim = 64  # gptfluence_kernel's features
     return c
 
 
@@ -39,16 +40,30 @@ def test_quality_benchmark_json_shape(tmp_path):
     assert set(result) == {"tasks"} and list(result["tasks"]) == ["demo"]
     entry = result["tasks"]["demo"]
     assert tuple(entry) == bench.JSON_KEYS
-    for key in ("gptfluence_mse", "simfluence_mse", "mean_trajectory_mse"):
+    for key in (
+        "gptfluence_mse",
+        "simfluence_mse",
+        "mean_trajectory_mse",
+        "gptfluence_kernel_mse",
+        "gradient_kernel_mse",
+    ):
         assert isinstance(entry[key], float) and entry[key] >= 0
     assert entry["kronfluence_lds"] is None and entry["trak_lds"] is None  # not run
-    for key in ("gptfluence_lds", "simfluence_lds", "tracin_lds"):
+    for key in (
+        "gptfluence_lds",
+        "simfluence_lds",
+        "tracin_lds",
+        "gptfluence_kernel_lds",
+        "gradient_kernel_lds",
+    ):
         assert entry[key] is None or -1 <= entry[key] <= 1
     line = json.dumps(result, allow_nan=False)  # what main prints last: strict JSON
     assert json.loads(line) == result
     for method in bench.METHODS + bench.REFERENCES:
         assert f"| {method} |" in text
     assert "gptfluence_vs_mean_trajectory" in text and "95% CI" in text
+    assert "gptfluence_kernel_vs_simfluence" in text and "| gptfluence_kernel |" in text
+    assert "gradient_kernel_vs_mean_trajectory" in text and "| gradient_kernel |" in text
     assert (tmp_path / "demo" / "seed_0" / "results" / "baselines_predictions.npz").is_file()
 
 

@@ -41,7 +41,8 @@ def simulator_section() -> ml_collections.ConfigDict:
     (gptfluence uses ``gptfluence.variant``; gptfluence_dot / _concat force the variant;
     gptfluence_anchored simulates deviations from the mean training trajectory;
     gptfluence_kernel adds the base model's projected loss-gradient inner products to it, the
-    gradient kernel of ``simulator.gptfluence``'s docs, with ``gradient_projection_dim``).
+    gradient kernel of ``simulator/gptfluence.py``, with ``gradient_projection_dim``;
+    gradient_kernel is that recurrence with the kernel alone, no MLPs).
     ``metrics``: comma-separated, "" = every metric collected. ``encoder``: where the example
     features come from, ``minilm`` (frozen all-MiniLM-L6-v2 over ``data.encoder_text``) or
     ``gpt`` (the workdir's base model's final hidden states over its own tokens: prompt and
