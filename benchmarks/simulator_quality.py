@@ -175,7 +175,7 @@ def run_seed(
     seconds = {"pipeline": time.perf_counter() - t0}
     wd = Workdir(workdir)
     prep = prepare(config, wd)
-    dyn = wd.runs.load(config.collect.num_runs, expect={"config_fingerprint": prep.fingerprint})
+    dyn = wd.runs.load(config.collect.num_runs, expect=prep.run_expect)
     split = run_split(config, dyn)
     y = dyn.metrics[METRIC]
     test = np.asarray(split["test"])
@@ -435,7 +435,7 @@ def ablate(
     run_pipeline(c, workdir)
     wd = Workdir(workdir)
     prep = prepare(c, wd)
-    dyn = wd.runs.load(c.collect.num_runs, expect={"config_fingerprint": prep.fingerprint})
+    dyn = wd.runs.load(c.collect.num_runs, expect=prep.run_expect)
     split = run_split(c, dyn)
     y = dyn.metrics[METRIC]
     n_inner = max(1, len(split["train"]) // 6)

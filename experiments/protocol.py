@@ -56,7 +56,13 @@ def small_pythia(c: ml_collections.ConfigDict, size: str = DEFAULT_SIZE) -> None
     c.model.pretrain_lr = 3e-3
 
 
+# The paper's two simulators, then GPTfluence with the base model's gradient kernel and the
+# kernel alone (docs/simulator.md), added after the first experiments were run.
+MODELS = "gptfluence,simfluence,gptfluence_kernel,gradient_kernel"
+
+
 def cpu_protocol(c: ml_collections.ConfigDict) -> None:
+    c.simulator.models = MODELS
     c.data.pool_size = 100
     c.data.test_size = 48
     c.collect.num_runs = 32

@@ -187,7 +187,8 @@ class RunStore:
 
     def read(self, run: int, expect: dict[str, Any] | None = None) -> RunRecord:
         """Run ``run``; a damaged file, or one that holds another run (its meta records
-        ``run``) or differs from ``expect`` in a meta field, is a ValueError naming it."""
+        ``run``) or differs from ``expect`` in a meta field, is a ValueError naming it. An
+        ``expect`` value that is a tuple lists every accepted value."""
         path = self.run_file(run)
         if not path.is_file():
             raise FileNotFoundError(f"run {run} has not been collected: {path} does not exist")
@@ -195,7 +196,8 @@ class RunStore:
         if record.meta.get("run", run) != run:
             raise ValueError(f"{path}: holds run {record.meta['run']}, not run {run}")
         for key, value in (expect or {}).items():
-            if record.meta.get(key) != value:
+            accepted = value if isinstance(value, tuple) else (value,)
+            if record.meta.get(key) not in accepted:
                 raise ValueError(
                     f"{path}: {key} is {record.meta.get(key)!r}, expected {value!r} "
                     "(a run collected with another config or data)"

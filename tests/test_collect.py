@@ -251,6 +251,28 @@ def test_a_workdir_from_before_a_new_key_resumes_at_its_default(reference, tmp_p
         prepare(tiny_config(**{"collect.eval_buckets": 0}), Workdir(tmp_path))
 
 
+def test_runs_fingerprinted_by_the_version_before_the_added_later_rule_resume(reference, tmp_path):
+    """A version had collect.eval_buckets but fingerprinted runs with it included at its
+    default (workdirs of a day's experiments): their runs are this collection's and are read
+    and resumed as they are, not collected again."""
+    collect_in_process(tmp_path)
+    prep = prepare(tiny_config(), Workdir(tmp_path))
+    assert len(prep.older_fingerprints) == 1 and prep.older_fingerprints[0] != prep.fingerprint
+    store_ = runs(tmp_path)
+    for k in range(tiny_config().collect.num_runs):
+        record = store_.read(k)
+        record.meta["config_fingerprint"] = prep.older_fingerprints[0]
+        store_.write(k, record)
+    files = sorted((tmp_path / "runs").glob("run_*.npz"))
+    written = [f.stat().st_mtime_ns for f in files]
+    dyn = collect_in_process(tmp_path)
+    assert [f.stat().st_mtime_ns for f in files] == written  # nothing collected again
+    assert dyn.curricula.shape[0] == tiny_config().collect.num_runs
+    assert store_.read(0, prep.run_expect).meta["run"] == 0
+    with pytest.raises(ValueError, match="another config"):
+        store_.read(0, {"config_fingerprint": (prep.fingerprint,)})
+
+
 def test_generation_metrics_every_m_steps(tmp_path):
     dyn = collect_in_process(
         tmp_path,

@@ -279,9 +279,11 @@ def collect(
     extra_eval_every: int = 1,
     meta: dict[str, Any] | None = None,
     progress: bool = True,
+    also_accept: tuple[str, ...] = (),
 ) -> list[int]:
     """Collect every run this process owns that is not in ``runs_store`` yet. Returns the runs
-    written."""
+    written. ``also_accept``: further ``config_fingerprint`` values a run on disk may carry
+    and still count as collected (fingerprints older versions wrote for the same config)."""
     num_steps = spec.num_steps
     schedule = make_schedule(spec.learning_rate, num_steps, spec.warmup_steps, spec.end_lr_factor)
     # optax evaluates the schedule at the update count before incrementing it: step t uses t-1.
@@ -308,7 +310,7 @@ def collect(
     # process's runs are checked.
     fingerprint = (meta or {}).get("config_fingerprint")
     done, damaged = runs_store.verified(
-        {"config_fingerprint": fingerprint} if fingerprint else None,
+        {"config_fingerprint": (fingerprint, *also_accept)} if fingerprint else None,
         runs=[run for g in groups for run in g],
     )
     for run, why in damaged.items():

@@ -45,6 +45,14 @@ class Prepared:
     # What the runs depend on (the collection config and the pools' contents); recorded in
     # every run's meta and checked when runs are read.
     fingerprint: str = ""
+    # Fingerprints earlier versions recorded for the same collection (see _ADDED_LATER).
+    older_fingerprints: tuple[str, ...] = ()
+
+    @property
+    def run_expect(self) -> dict[str, tuple[str, ...]]:
+        """``expect`` for `RunStore.read` / `load`: this collection's runs, whichever version
+        wrote them."""
+        return {"config_fingerprint": (self.fingerprint, *self.older_fingerprints)}
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -57,14 +65,29 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _collection_settings(config: dict) -> dict[str, Any]:
+def _collection_settings(config: dict, drop_added_later: bool = True) -> dict[str, Any]:
     flat = _flat({k: config.get(k) for k in _COLLECTION_KEYS})
     defaults = _flat(config_lib.base_config().to_dict())
     return {
         k: v
         for k, v in flat.items()
-        if k not in _NOT_AFFECTING_RUNS and not (k in _ADDED_LATER and v == defaults[k])
+        if k not in _NOT_AFFECTING_RUNS
+        and not (drop_added_later and k in _ADDED_LATER and v == defaults[k])
     }
+
+
+def _runs_fingerprint(settings: dict[str, Any], pools_record: dict[str, Any]) -> str:
+    text = json.dumps([settings, pools_record], sort_keys=True).encode()
+    return io.fingerprint(np.frombuffer(text, np.uint8))
+
+
+def runs_fingerprints(config: dict, pools_record: dict[str, Any]) -> tuple[str, ...]:
+    """(the fingerprint runs of this collection record, then the one a version that already had
+    the keys of `_ADDED_LATER` but not yet this rule recorded: with those keys at their
+    defaults included; workdirs collected by it resume too)."""
+    current = _runs_fingerprint(_collection_settings(config), pools_record)
+    older = _runs_fingerprint(_collection_settings(config, drop_added_later=False), pools_record)
+    return (current,) if older == current else (current, older)
 
 
 def check_workdir_config(config: ml_collections.ConfigDict, workdir: Workdir) -> None:
@@ -255,20 +278,15 @@ def prepare(config: ml_collections.ConfigDict, workdir: Workdir) -> Prepared:
             wait_until(model_done.is_file, f"{model_done} to appear")
     model = restore_model(workdir.model_dir)
     max_len = config.data.max_len
+    fingerprints = runs_fingerprints(config.to_dict(), pools_record)
     prep = Prepared(
         pools=pools,
         tokenizer=tokenizer,
         pool_tokens=tokenize_examples(pools.pool, tokenizer, max_len=max_len),
         test_tokens=tokenize_examples(pools.test, tokenizer, max_len=max_len),
         model=model,
-        fingerprint=io.fingerprint(
-            np.frombuffer(
-                json.dumps(
-                    [_collection_settings(config.to_dict()), pools_record], sort_keys=True
-                ).encode(),
-                np.uint8,
-            )
-        ),
+        fingerprint=fingerprints[0],
+        older_fingerprints=fingerprints[1:],
     )
     if primary:
         # The data's identity beside the config: where it was read from, and a fingerprint

@@ -68,6 +68,7 @@ def collect_stage(config: ml_collections.ConfigDict, workdir: Workdir, prep: Pre
             "config_fingerprint": prep.fingerprint,
         },
         progress=config.progress,
+        also_accept=prep.older_fingerprints,
     )
 
 
@@ -202,9 +203,7 @@ def simulate_stage(
     With ``simulator.unseen_test = k`` the last k test examples are left out of every fit and
     scored apart, under the key ``unseen_test_key(metric)``."""
     sc = config.simulator
-    dyn = workdir.runs.load(
-        config.collect.num_runs, expect={"config_fingerprint": prep.fingerprint}
-    )
+    dyn = workdir.runs.load(config.collect.num_runs, expect=prep.run_expect)
     split = run_split(config, dyn)
     features = simulation_features(config, workdir, prep)
     start = int(sc.start)
@@ -328,9 +327,7 @@ def baselines_stage(
     With ``simulator.unseen_test`` the test examples held out of the simulators' fit are
     scored apart (key ``unseen_test_key(metric)``), so every table compares like with like."""
     bc = config.baselines
-    dyn = workdir.runs.load(
-        config.collect.num_runs, expect={"config_fingerprint": prep.fingerprint}
-    )
+    dyn = workdir.runs.load(config.collect.num_runs, expect=prep.run_expect)
     split = run_split(config, dyn)
     methods = config_lib.names_in(bc.methods)
     grad_methods = [m for m in methods if m in GRADIENT_METHODS]
