@@ -476,7 +476,7 @@ def fit_or_restore(
     lr_used = lr if cfg.lr_scale else None
     key = {
         "kind": kind,
-        "config": repr(cfg),
+        "config": settings_key(cfg),
         "split": [list(map(int, split["train"])), list(map(int, split["val"]))],
         "data": fingerprint(
             curricula,
@@ -514,6 +514,20 @@ def fit_or_restore(
 
 
 FIT_RECORD = "fit_key.json"
+# FitConfig fields added after simulators were saved by earlier versions: left out of the fit
+# key while they hold their default, so those simulators are restored, not fitted again.
+_ADDED_LATER = ("kernel_dim", "kernel_mlp")
+
+
+def settings_key(cfg: FitConfig) -> str:
+    """``repr(cfg)`` without the `_ADDED_LATER` fields that hold their defaults: the
+    settings part of a fit key, equal to what earlier versions recorded for the same fit."""
+    fields = [
+        (f.name, getattr(cfg, f.name))
+        for f in dataclasses.fields(cfg)
+        if not (f.name in _ADDED_LATER and getattr(cfg, f.name) == f.default)
+    ]
+    return f"{type(cfg).__name__}({', '.join(f'{k}={v!r}' for k, v in fields)})"
 
 
 def fit_record(model_dir: str | Path) -> tuple[Any, str | None]:

@@ -123,3 +123,17 @@ def test_method_names_and_settings_checks():
     for bad in ({"order": 0}, {"epochs": -3}, {"variant": "sum"}, {"anchor": "median"}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             FitConfig(**bad)
+
+
+def test_settings_added_later_keep_earlier_fit_keys():
+    """The settings part of a fit key: repr(FitConfig) without the fields added after
+    simulators were first saved while they hold their defaults, so a saved simulator is
+    restored after such a field is added; set, the field is part of the key."""
+    cfg = SETTINGS["gptfluence"]
+    key = fit_module.settings_key(cfg)
+    for name in fit_module._ADDED_LATER:
+        assert f"{name}=" not in key
+    assert key == repr(cfg).replace(", kernel_dim=0, kernel_mlp=True", "")
+    kernel = dataclasses.replace(cfg, kernel_dim=4, batch_reduce="mean", kernel_mlp=False)
+    assert "kernel_dim=4" in fit_module.settings_key(kernel)
+    assert "kernel_mlp=False" in fit_module.settings_key(kernel)
