@@ -376,11 +376,14 @@ ABLATIONS = {
     "encoder:gradient": {},
     "encoder:gradient_whiten:1": {},
     # gptfluence_kernel (the mean trajectory plus the gradient kernel, see simulator/gptfluence.py)
-    # and its variants: kernel alone (one scale, no MLPs), multi-step rollout losses.
+    # and its variants: kernel alone (one scale, no MLPs), multi-step rollout losses, other
+    # gradient projection sizes (simulator.kernel_projection_dim).
     "kernel": {},
     "kernel:nomlp": {"kernel_mlp": False},
     "kernel:k4": {"rollout_k": 4},
     "kernel:k24": {"rollout_k": 24},
+    "kernel:nomlp:dim:2048": {"kernel_mlp": False},
+    "kernel:nomlp:dim:8192": {"kernel_mlp": False},
 }
 
 
@@ -481,7 +484,10 @@ def ablate(
         if name.startswith("encoder:"):
             tr, te = encoder_features(c, wd, prep, name)
         if name.startswith("kernel"):
-            joined = with_kernel_features(c, wd, prep, {"train": tr, "test": te})
+            kc = ml_collections.ConfigDict(c.to_dict())
+            if ":dim:" in name:  # "kernel...:dim:<d>": another gradient projection size
+                kc.simulator.kernel_projection_dim = int(name.rsplit(":", 1)[1])
+            joined = with_kernel_features(kc, wd, prep, {"train": tr, "test": te})
             kernel = {"kernel_dim": joined["train"].shape[1] - tr.shape[1]}
             overrides = METHODS["gptfluence_kernel"][1] | kernel | overrides
             tr, te = joined["train"], joined["test"]

@@ -149,7 +149,7 @@ def _tiny_kernel_config(stages="collect,simulate"):
     c = runpy.run_path(str(TINY))["get_config"]()
     c.stages = stages
     c.simulator.models = "gptfluence_kernel"
-    c.simulator.gradient_projection_dim = 64
+    c.simulator.kernel_projection_dim = 64
     g = c.simulator.gptfluence
     g.epochs, g.min_steps, g.warmup_steps, g.batch_size = 3, 0, 5, 32
     g.hidden = g.out_dim = 16
@@ -180,6 +180,6 @@ def test_pipeline_fits_gptfluence_kernel(tmp_path):
     np.testing.assert_allclose(joined["train"][:, -64:].mean(0), 0.0, atol=1e-5)
     again = run_pipeline(_tiny_kernel_config("simulate"), tmp_path)  # restored, not refitted
     assert again["simulate"]["loss"]["gptfluence_kernel"]["mse_mean"] == row["mse_mean"]
-    config.simulator.gradient_projection_dim = 0
-    with pytest.raises(ValueError, match=re.escape("'simulator.gradient_projection_dim'")):
+    config.simulator.kernel_projection_dim = 0
+    with pytest.raises(ValueError, match=re.escape("'simulator.kernel_projection_dim'")):
         validate(config)

@@ -29,7 +29,7 @@ def _tiny():
         section.warmup_steps = 2
     c.simulator.gptfluence.hidden = 8
     c.simulator.gptfluence.out_dim = 8
-    c.simulator.gradient_projection_dim = 64  # gptfluence_kernel's features
+    c.simulator.kernel_projection_dim = 64  # gptfluence_kernel's features
     return c
 
 

@@ -30,6 +30,9 @@ STAGES = ("collect", "simulate", "baselines", "report")
 DATA_SOURCES = ("local", "tfds")  # for task "jsonl", data.source may also be the JSONL path
 MODEL_SOURCES = ("init", "hf", "gguf", "gptjax")
 SANITY_METHODS = ("persistence", "mean_trajectory")
+# The gradient kernel's projection (gptfluence_kernel, gradient_kernel): chosen on the
+# validation runs of benchmarks/simulator_quality (docs/simulator.md).
+KERNEL_PROJECTION_DIM = 8192
 # CollectSpec fields that are not keys of the collect section.
 _SPEC_FROM_ELSEWHERE = ("seed", "save_steps")
 # GradConfig fields that a baselines method fixes itself (not a config key).
@@ -41,7 +44,7 @@ def simulator_section() -> ml_collections.ConfigDict:
     (gptfluence uses ``gptfluence.variant``; gptfluence_dot / _concat force the variant;
     gptfluence_anchored simulates deviations from the mean training trajectory;
     gptfluence_kernel adds the base model's projected loss-gradient inner products to it, the
-    gradient kernel of ``simulator/gptfluence.py``, with ``gradient_projection_dim``;
+    gradient kernel of ``simulator/gptfluence.py``, with ``kernel_projection_dim``;
     gradient_kernel is that recurrence with the kernel alone, no MLPs).
     ``metrics``: comma-separated, "" = every metric collected. ``encoder``: where the example
     features come from, ``minilm`` (frozen all-MiniLM-L6-v2 over ``data.encoder_text``) or
@@ -61,6 +64,7 @@ def simulator_section() -> ml_collections.ConfigDict:
     c.pooling = "mean"  # minilm: mean | cls | pooler; gpt: mean | last
     c.gradient_projection_dim = 512  # encoder gradient: the features' dimension
     c.gradient_whiten = 0.0  # encoder gradient: λ of the TRAK-style whitening; 0 = off
+    c.kernel_projection_dim = KERNEL_PROJECTION_DIM  # the gradient kernel's features' dimension
     c.unseen_test = 0  # the last k test examples are held out of the fit
     c.start = 1  # simulate from y_0; steps 1..T are scored
     c.plot_examples = 4
@@ -435,8 +439,10 @@ def _encoder_errors(c: ml_collections.ConfigDict) -> list[str]:
             f"config key 'simulator.pooling' must be {' | '.join(poolings)} with encoder "
             f"{s.encoder}, got {s.pooling!r}"
         )
-    if s.encoder == "gradient" or set(names_in(s.models)) & set(KERNEL_METHODS):
+    if s.encoder == "gradient":
         errors += _gradient_encoder_errors(c)
+    if set(names_in(s.models)) & set(KERNEL_METHODS):
+        errors += _projection_errors(c, "kernel_projection_dim")
     if not 0 <= s.unseen_test < c.data.test_size:
         errors.append(
             f"config key 'simulator.unseen_test' must be in 0..{c.data.test_size - 1} "
@@ -445,36 +451,41 @@ def _encoder_errors(c: ml_collections.ConfigDict) -> list[str]:
     return errors
 
 
-def simulator_grad_config(config: ml_collections.ConfigDict) -> GradConfig:
-    """The GradConfig of the gradient encoder: the baselines section's gradient settings over
-    every parameter, projected to ``simulator.gradient_projection_dim`` dimensions."""
+def simulator_grad_config(
+    config: ml_collections.ConfigDict, dim_key: str = "gradient_projection_dim"
+) -> GradConfig:
+    """The GradConfig of the gradient encoder (or, with ``dim_key="kernel_projection_dim"``,
+    of the gradient kernel): the baselines section's gradient settings over every parameter,
+    projected to ``simulator.<dim_key>`` dimensions."""
     return dataclasses.replace(
         grad_config(config.baselines),
         layers="all",
-        projection_dim=int(config.simulator.gradient_projection_dim),
+        projection_dim=int(config.simulator[dim_key]),
     )
 
 
-def _gradient_encoder_errors(c: ml_collections.ConfigDict) -> list[str]:
-    """The gradient encoder's keys (checked only when it is the encoder or a simulator uses the
-    gradient kernel)."""
-    s = c.simulator
-    dim, lam = s.gradient_projection_dim, s.gradient_whiten
+def _projection_errors(c: ml_collections.ConfigDict, key: str) -> list[str]:
+    """``simulator.<key>``, a gradient projection's dimension."""
+    dim = c.simulator[key]
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        return [f"config key 'simulator.{key}' must be an integer >= 1, got {dim!r}"]
+    block = c.baselines.projection_block
+    if block and dim % (block * block):
         return [
-            f"config key 'simulator.gradient_projection_dim' must be an integer >= 1, got {dim!r}"
+            f"config key 'simulator.{key}' ({dim}) must be a multiple of "
+            f"baselines.projection_block² ({block * block})"
         ]
+    return []
+
+
+def _gradient_encoder_errors(c: ml_collections.ConfigDict) -> list[str]:
+    """The gradient encoder's keys (checked only when it is the encoder)."""
+    lam = c.simulator.gradient_whiten
     if isinstance(lam, bool) or not isinstance(lam, int | float) or not 0 <= lam < math.inf:
         return [
             f"config key 'simulator.gradient_whiten' must be a finite λ >= 0 (0 = off), got {lam!r}"
         ]
-    block = c.baselines.projection_block
-    if block and dim % (block * block):
-        return [
-            f"config key 'simulator.gradient_projection_dim' ({dim}) must be a multiple of "
-            f"baselines.projection_block² ({block * block})"
-        ]
-    return []
+    return _projection_errors(c, "gradient_projection_dim")
 
 
 def _method_errors(c: ml_collections.ConfigDict) -> list[str]:
@@ -492,9 +503,9 @@ def _method_errors(c: ml_collections.ConfigDict) -> list[str]:
                 f"config key 'simulator.models': unknown {name!r}; known: {', '.join(SIMULATORS)}"
             )
             continue
-        dim = c.simulator.gradient_projection_dim if name in KERNEL_METHODS else 0
+        dim = c.simulator.kernel_projection_dim if name in KERNEL_METHODS else 0
         try:
-            # An invalid dimension is reported by _gradient_encoder_errors.
+            # An invalid dimension is reported by _projection_errors.
             kernel_dim = max(int(dim), 1) if dim else 0
             method_config(name, c.simulator.gptfluence, c.simulator.simfluence, kernel_dim)
         except (ValueError, TypeError) as err:

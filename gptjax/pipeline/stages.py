@@ -170,14 +170,14 @@ def with_kernel_features(
     features: dict[str, np.ndarray],
 ) -> dict[str, np.ndarray]:
     """``features`` with the gradient kernel's features appended (``gptfluence_kernel``): the
-    base model's per-example loss gradients projected to ``simulator.gradient_projection_dim``
+    base model's per-example loss gradients projected to ``simulator.kernel_projection_dim``
     (cached in the workdir, shared with the gradient encoder)."""
     kernel = kernel_features(
         workdir.features_prefix,
         prep.model,
         prep.pool_tokens.loss_inputs(),
         prep.test_tokens.loss_inputs(),
-        config_lib.simulator_grad_config(config),
+        config_lib.simulator_grad_config(config, "kernel_projection_dim"),
     )
     return {side: np.concatenate([features[side], kernel[side]], 1) for side in features}
 
