@@ -18,10 +18,12 @@ examples of the five tasks kept apart from the pools (drawn with seed + 1; any e
 sharing a text with a pool, unseen or test example is dropped). 32 runs of 24 steps (subsets
 of 32 from a pool of 100, batch 4, 3 epochs, AdamW lr 1e-3, linear decay), 50 test examples,
 split 24 / 2 / 6, parameters saved at every step for TracIn-CP (all steps and 10
-checkpoints). See experiments/protocol.py. For the two generation tasks, greedy generations
-every 6 steps (steps 0, 6, 12, 18, 24) give per-example BLEU and ROUGE-L trajectories,
-simulated beside the loss (TracIn-CP and Grad-Dot apply to the loss only). The pool and the
-test set are split evenly over sst2, rte, boolq, webnlg and wmt16_de_en.
+checkpoints). See experiments/protocol.py. Greedy generations every 6 steps (steps 0, 6, 12,
+18, 24) give per-example BLEU and ROUGE-L trajectories, simulated beside the loss (TracIn-CP
+and Grad-Dot apply to the loss only): the generation tasks' examples scored against their
+references, the classification tasks' against their target word (the answer they are
+trained to give). The pool and the test set are split evenly over sst2, rte, boolq, webnlg
+and wmt16_de_en.
 """
 
 from experiments.protocol import task_config

@@ -129,3 +129,37 @@ def test_report_stage_alone_renders_from_the_workdir(finished, capsys):
 def test_report_stage_on_an_empty_workdir_says_so(tmp_path):
     with pytest.raises(ValueError, match="nothing to report"):
         run_pipeline(pipeline_config("report"), tmp_path)
+
+
+def test_generation_metrics_for_a_test_set_that_mixes_tasks(monkeypatch):
+    """An instruction mixture's test set holds classification examples (no references) and
+    generation ones: BLEU / ROUGE-L are recorded whichever comes first, each example scored
+    against its references or, without any, its target text (a run crashed on this)."""
+    from types import SimpleNamespace
+
+    from gptjax.pipeline import stages
+    from gptjax.tasks import Example
+
+    cls = Example("Q: is it? A:", " yes", "rte", 1, (), "is it? yes")
+    gen = Example("Translate: Hallo", " Hello there", "wmt16_de_en", None, ("Hello there",
+                  "Hi there"), "Hallo")  # fmt: skip
+    assert stages.generation_references([cls, gen]) == [("yes",), ("Hello there", "Hi there")]
+    seen = {}
+    monkeypatch.setattr(
+        stages, "make_generation_eval", lambda tokens, refs, *a, **k: seen.setdefault("refs", refs)
+    )
+    monkeypatch.setattr(
+        stages, "collect", lambda *a, **k: seen.setdefault("extra", k["extra_eval"])
+    )
+    config = runpy.run_path(str(TINY))["get_config"]()
+    config.collect.generation_every = 4
+    prep = SimpleNamespace(
+        pools=SimpleNamespace(test=[cls, gen], train=[], unseen=[]),
+        test_tokens=None, pool_tokens=SimpleNamespace(loss_inputs=dict),
+        model=SimpleNamespace(config=SimpleNamespace(to_dict=dict)), tokenizer=None,
+        fingerprint="f", older_fingerprints=(),
+    )  # fmt: skip
+    prep.test_tokens = SimpleNamespace(loss_inputs=dict)
+    stages.collect_stage(config, SimpleNamespace(runs=None), prep)
+    assert seen["refs"] == [("yes",), ("Hello there", "Hi there")]
+    assert seen["extra"] is not None

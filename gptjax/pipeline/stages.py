@@ -35,6 +35,7 @@ from gptjax.pipeline.preparation import Prepared, prepare
 from gptjax.pipeline.wait import wait_until
 from gptjax.pipeline.workdir import Workdir
 from gptjax.store import Dynamics
+from gptjax.tasks import Example
 from simulator import KERNEL_METHODS, FittedSimulator, fit_or_restore, method_config
 from simulator.features import cached_features, cached_gpt_features
 
@@ -42,10 +43,10 @@ from simulator.features import cached_features, cached_gpt_features
 def collect_stage(config: ml_collections.ConfigDict, workdir: Workdir, prep: Prepared) -> None:
     c = config.collect
     extra_eval = None
-    if c.generation_every > 0 and prep.pools.test[0].references:
+    if c.generation_every > 0 and any(e.references for e in prep.pools.test):
         extra_eval = make_generation_eval(
             prep.test_tokens,
-            [e.references for e in prep.pools.test],
+            generation_references(prep.pools.test),
             prep.tokenizer,
             seed=config.seed,
             max_new_tokens=c.max_new_tokens,
@@ -70,6 +71,14 @@ def collect_stage(config: ml_collections.ConfigDict, workdir: Workdir, prep: Pre
         progress=config.progress,
         also_accept=prep.older_fingerprints,
     )
+
+
+def generation_references(examples: list[Example]) -> list[tuple[str, ...]]:
+    """The references BLEU / ROUGE-L score each test example's generation against: its own,
+    or for an example without any (a classification example in an instruction mixture) its
+    target text, the answer it is trained to give (as Super-NaturalInstructions scores every
+    task by ROUGE-L against the target)."""
+    return [e.references or (e.target.strip(),) for e in examples]
 
 
 def run_split(config: ml_collections.ConfigDict, dyn: Dynamics) -> dict[str, list[int]]:
