@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import _thread
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -69,6 +70,13 @@ def _redeliver_swallowed_interrupts(
 
     def hook(unraisable) -> None:
         if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+            # interrupt_main does nothing while SIGINT is ignored (a process started from a
+            # background job inherits that) or at its OS default: let Python handle it.
+            if not callable(signal.getsignal(signal.SIGINT)):
+                try:
+                    signal.signal(signal.SIGINT, signal.default_int_handler)
+                except ValueError:  # not the main thread: only it may set handlers
+                    pass
             # Not threading.Thread: its start() waits for the thread, and the re-sent
             # interrupt would then land in this hook, where it is dropped for good.
             _thread.start_new_thread(_interrupt_main_soon, ())

@@ -214,5 +214,25 @@ def test_summary_counts_the_seeds_where_each_ordering_holds(repo):
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[1:7] == ["3", "0.2000", "0.3000", "–", "GPTfluence", "2 of 3"]
     assert cells[7:9] == ["3 of 3", "–"]  # no mean-trajectory row: nothing to count
-    assert cells[9:] == ["0.500", "0.100"]
+    assert cells[9:11] == ["0.500", "0.100"]
+    assert cells[11:] == ["–", "–", "–"]  # run before the kernel simulator existed
     assert "RTE" not in summary  # experiments without results have no row
+
+
+def test_summary_has_the_kernel_simulator_beside_the_mean_trajectory(repo):
+    # gradient_kernel MSE 0.05 in every seed, the mean trajectory's 0.04 / 0.06 / 0.08: the
+    # kernel is the lower in seeds 1 and 2.
+    for seed, mean_mse in enumerate((0.04, 0.06, 0.08)):
+        path = repo / "workdirs" / "finetune_sst2" / f"seed_{seed}" / "results"
+        sims = json.loads((path / "simulators.json").read_text())
+        sims["results"]["loss"]["gradient_kernel"] = row(0.05, 0.01, 0.9, lds=0.7)
+        sims["results"]["loss"]["mean_trajectory"] = row(mean_mse, 0.01, 0.9, lds=None)
+        (path / "simulators.json").write_text(json.dumps(sims))
+    report.harvest(repo, report.EXPERIMENTS, report.SNAPSHOTS)
+    text = report.render(repo, report.EXPERIMENTS, report.SNAPSHOTS)
+    summary = text[text.index("## Summary") : text.index("## Fine-tuning")]
+    line = next(x for x in summary.splitlines() if x.startswith("| Fine-tuning: SST-2 |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[5] == "gradient kernel (no MLPs)"  # the lowest mean MSE
+    assert cells[11:] == ["0.0500", "2 of 3", "0.700"]
+    assert "gradient kernel (no MLPs) has the lower all-steps MSE" in sst2_section(text)
