@@ -201,7 +201,7 @@ def _rollout_call(
 
 
 def rollout_flops(call: Any) -> float | None:
-    """FLOPs of one prepared rollout call (``simulator.fitted.RolloutCall``)."""
+    """FLOPs of one prepared rollout call (``simulator.RolloutCall``)."""
     return jit_flops(call.fn, *call.args, **call.statics)
 
 

@@ -10,7 +10,7 @@ Features (``simulator.features``) and influence queries (``simulator.influence``
 imported from their modules. Scores come from the library's harness, ``gptjax.evaluation``.
 """
 
-from .fitted import SIMFLUENCE_DEFAULTS, FitConfig, FittedSimulator
+from .fitted import SIMFLUENCE_DEFAULTS, FitConfig, FittedSimulator, RolloutCall
 from .training import KERNEL_METHODS, METHODS, fit, fit_or_restore, method_config
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "SIMFLUENCE_DEFAULTS",
     "FitConfig",
     "FittedSimulator",
+    "RolloutCall",
     "fit",
     "fit_or_restore",
     "method_config",

@@ -150,7 +150,7 @@ def _table(model, train_feats, test_feats, train_ids, test_ids):
 
 
 @partial(jax.jit, static_argnames=("graphdef", "order", "batch_reduce", "pad"))
-def _rollout_params(
+def rollout_params(
     graphdef,
     params,
     train_feats,
@@ -333,7 +333,7 @@ class FittedSimulator:
             "batch_reduce": self.config.batch_reduce,
             "pad": self.config.pad,
         }
-        return RolloutCall(_rollout_params, args, statics, anchor)
+        return RolloutCall(rollout_params, args, statics, anchor)
 
     def rollout(
         self,

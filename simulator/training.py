@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from gptjax.io import atomic_write_json, fingerprint, read_json, tree_digest
 
 from . import rollout as rl
-from .fitted import FitConfig, FittedSimulator, _rollout_params, as_fit_config, make_simulator
+from .fitted import FitConfig, FittedSimulator, as_fit_config, make_simulator, rollout_params
 from .simfluence import SimfluenceLinear
 
 log = logging.getLogger(__name__)
@@ -337,7 +337,7 @@ def fit(
     )
 
     def val_mse(p) -> float:
-        pred = _rollout_params(
+        pred = rollout_params(
             graphdef, p, *val_args, order=order, batch_reduce=cfg.batch_reduce, pad=cfg.pad
         )
         err = (pred[:, 1:] - val_y[:, 1:]) ** 2 * val_mask[None, :, None]
