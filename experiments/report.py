@@ -575,7 +575,8 @@ def render_mislabel(record: dict) -> list[str]:
 
 
 def ablation_table(experiments: list[Experiment], records: dict[str, dict]) -> list[str]:
-    """One row per variant: GPTfluence's figures beside the mean trajectory's (loss)."""
+    """One row per variant: GPTfluence's figures beside the mean trajectory's (loss), and the
+    kernel simulator's where the variant has it."""
     lines = [
         "| variant | method | " + " | ".join(h for _, _, h, _ in COLUMNS) + " |",
         "|---|---" + "|---" * len(COLUMNS) + "|",
@@ -586,7 +587,7 @@ def ablation_table(experiments: list[Experiment], records: dict[str, dict]) -> l
             lines.append(f"| {e.label} | {NOT_RUN} |" + " |" * len(COLUMNS))
             continue
         loss = summarise(record["per_seed"]).get("loss", {})
-        for method in ("gptfluence", "mean_trajectory"):
+        for method in ("gptfluence", KERNEL, "mean_trajectory"):
             if method in loss and "not_applicable" not in loss[method]:
                 cells = [_cell(loss[method], a, b, d) for a, b, _, d in COLUMNS]
                 lines.append(f"| {e.label} | {METHODS[method]} | " + " | ".join(cells) + " |")
@@ -801,7 +802,11 @@ def render(repo: Path, experiments: list[Experiment], snapshots: Path) -> str:
     for section, members in sections.items():
         lines += [f"## {section}", ""]
         if section.startswith("Ablation"):
-            lines += ["GPTfluence beside the mean trajectory, loss:", ""]
+            lines += [
+                "GPTfluence beside the mean trajectory (and the kernel simulator where the "
+                "variant has it), loss:",
+                "",
+            ]
             lines += ablation_table(members, records)
         waiting = []
         for e in members:
