@@ -430,7 +430,7 @@ def ablate(
     from gptjax.pipeline.preparation import prepare
     from gptjax.pipeline.stages import run_pipeline, run_split, with_kernel_features
     from gptjax.pipeline.workdir import Workdir
-    from simulator import METHODS, SIMFLUENCE_DEFAULTS, FitConfig, fit
+    from simulator import SIMFLUENCE_DEFAULTS, FitConfig, fit, method_config
     from simulator.features import cached_features
 
     c = ml_collections.ConfigDict(config.to_dict())
@@ -477,6 +477,7 @@ def ablate(
     for name in variants:
         t0 = time.perf_counter()
         tr, te, n_fits, overrides = *mean_feats, 1, ABLATIONS.get(name, {})
+        method, kernel_dim = "gptfluence", 0
         if name.startswith("ensemble:"):
             n_fits = int(name.split(":")[1])
         if name.startswith("pooling:"):
@@ -488,12 +489,12 @@ def ablate(
             if ":dim:" in name:  # "kernel...:dim:<d>": another gradient projection size
                 kc.simulator.kernel_projection_dim = int(name.rsplit(":", 1)[1])
             joined = with_kernel_features(kc, wd, prep, {"train": tr, "test": te})
-            kernel = {"kernel_dim": joined["train"].shape[1] - tr.shape[1]}
-            overrides = METHODS["gptfluence_kernel"][1] | kernel | overrides
+            method, kernel_dim = "gptfluence_kernel", joined["train"].shape[1] - tr.shape[1]
             tr, te = joined["train"], joined["test"]
         preds, notes = [], []
         for k in range(n_fits):
-            cfg = FitConfig(**(base | overrides | {"seed": base["seed"] + 1000 * k}))
+            section = base | overrides | {"seed": base["seed"] + 1000 * k}
+            _, cfg = method_config(method, section, {}, kernel_dim)
             g = fit("gptfluence", dyn.curricula, y, tr, te, fit_runs, stop_runs, cfg,
                     valid=dyn.valid, lr=dyn.lr)  # fmt: skip
             preds.append(g.rollout(dyn.curricula[val], true[:, :1], lr=dyn.lr[val]))

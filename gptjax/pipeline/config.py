@@ -503,10 +503,9 @@ def _method_errors(c: ml_collections.ConfigDict) -> list[str]:
                 f"config key 'simulator.models': unknown {name!r}; known: {', '.join(SIMULATORS)}"
             )
             continue
-        dim = c.simulator.kernel_projection_dim if name in KERNEL_METHODS else 0
+        # The section's settings only: the kernel's size is checked by _projection_errors.
+        kernel_dim = 1 if name in KERNEL_METHODS else 0
         try:
-            # An invalid dimension is reported by _projection_errors.
-            kernel_dim = max(int(dim), 1) if dim else 0
             method_config(name, c.simulator.gptfluence, c.simulator.simfluence, kernel_dim)
         except (ValueError, TypeError) as err:
             section = "simfluence" if name == "simfluence" else "gptfluence"

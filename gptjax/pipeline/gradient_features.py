@@ -87,13 +87,15 @@ def whitening(train: np.ndarray, lam: float) -> np.ndarray:
 
 
 def transform(
-    train: np.ndarray, test: np.ndarray, whiten: float = 0.0
+    train: np.ndarray, test: np.ndarray, whiten: float = 0.0, center: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(train, test) features from projected gradients: whitened with ``whiten`` = λ > 0 by
-    the training side's `whitening`, then both divided by the training side's root mean
-    square entry."""
+    """(train, test) features from projected gradients: the training side centred on its mean
+    with ``center``, whitened with ``whiten`` = λ > 0 by the training side's `whitening`, then
+    both divided by the training side's root mean square entry."""
     train = np.asarray(train, np.float64)
     test = np.asarray(test, np.float64)
+    if center:
+        train = train - train.mean(0)
     if whiten:
         w = whitening(train, whiten)
         train, test = train @ w, test @ w
@@ -110,34 +112,16 @@ def gradient_features(
     test_tokens: Mapping[str, np.ndarray],
     grad_config: GradConfig,
     whiten: float = 0.0,
+    center: bool = False,
 ) -> dict[str, np.ndarray]:
     """{"train": [P, d], "test": [N, d]} simulator features of the pool and test examples:
-    cached projected gradients at ``model``, through `transform`."""
+    cached projected gradients at ``model``, through `transform`. ``center=True`` gives the
+    features of GPTfluence's gradient kernel (``gptfluence_kernel``, ``gradient_kernel``): the
+    pool side centred on its mean, so that a batch moves a test example's loss only by how its
+    examples differ from the pool's average, which the mean trajectory already holds."""
     raw = {
         side: cached_projected_gradients(cache_file, model, tokens, grad_config)
         for side, tokens in (("train", pool_tokens), ("test", test_tokens))
     }
-    train, test = transform(raw["train"], raw["test"], whiten)
+    train, test = transform(raw["train"], raw["test"], whiten, center)
     return {"train": train, "test": test}
-
-
-def kernel_features(
-    cache_file: str | os.PathLike,
-    model: nnx.Module,
-    pool_tokens: Mapping[str, np.ndarray],
-    test_tokens: Mapping[str, np.ndarray],
-    grad_config: GradConfig,
-) -> dict[str, np.ndarray]:
-    """{"train": [P, d], "test": [N, d]} features of GPTfluence's gradient kernel
-    (``simulator.models`` with ``gptfluence_kernel``): the cached projected gradients, the pool
-    side centred on its mean (so that a batch moves a test example's loss only by how its
-    examples differ from the pool's average, which the mean trajectory already holds), then
-    both divided by the pool side's root mean square entry (the scale the fit then learns
-    is of order one)."""
-    raw = {
-        side: cached_projected_gradients(cache_file, model, tokens, grad_config)
-        for side, tokens in (("train", pool_tokens), ("test", test_tokens))
-    }
-    train = np.asarray(raw["train"], np.float64)
-    train = train - train.mean(0)
-    return dict(zip(("train", "test"), transform(train, raw["test"]), strict=True))

@@ -29,7 +29,7 @@ from gptjax.collect.runner import collect
 from gptjax.evaluation import evaluate, mean_trajectory, not_applicable, persistence
 from gptjax.pipeline import config as config_lib
 from gptjax.pipeline import report
-from gptjax.pipeline.gradient_features import gradient_features, kernel_features
+from gptjax.pipeline.gradient_features import gradient_features
 from gptjax.pipeline.lock import workdir_lock
 from gptjax.pipeline.preparation import Prepared, prepare
 from gptjax.pipeline.wait import wait_until
@@ -181,12 +181,13 @@ def with_kernel_features(
     """``features`` with the gradient kernel's features appended (``gptfluence_kernel``): the
     base model's per-example loss gradients projected to ``simulator.kernel_projection_dim``
     (cached in the workdir, shared with the gradient encoder)."""
-    kernel = kernel_features(
+    kernel = gradient_features(
         workdir.features_prefix,
         prep.model,
         prep.pool_tokens.loss_inputs(),
         prep.test_tokens.loss_inputs(),
         config_lib.simulator_grad_config(config, "kernel_projection_dim"),
+        center=True,
     )
     return {side: np.concatenate([features[side], kernel[side]], 1) for side in features}
 
@@ -225,6 +226,11 @@ def simulate_stage(
         )
     test = np.asarray(split["test"])
     seen, unseen = split_test_examples(config, len(features["test"]))
+    names = config_lib.names_in(sc.models)
+    # The kernel simulators' features: computed (or read from the cache) once, for every metric.
+    with_kernel = None
+    if set(names) & set(KERNEL_METHODS):
+        with_kernel = with_kernel_features(config, workdir, prep, features)
     results: dict[str, dict] = {}
     for metric, y in sorted(dyn.metrics.items()):
         if wanted and metric not in wanted:
@@ -235,10 +241,8 @@ def simulate_stage(
         preds: dict[str, np.ndarray] = {}
         unseen_rows: dict[str, dict] = {}
         unseen_preds: dict[str, np.ndarray] = {}
-        for name in config_lib.names_in(sc.models):
-            feats = features
-            if name in KERNEL_METHODS:
-                feats = with_kernel_features(config, workdir, prep, features)
+        for name in names:
+            feats = with_kernel if name in KERNEL_METHODS else features
             kernel_dim = feats["train"].shape[1] - features["train"].shape[1]
             kind, fit_config = method_config(name, sc.gptfluence, sc.simfluence, kernel_dim)
             # The fit gets the seen test examples' trajectories and features only (all of
