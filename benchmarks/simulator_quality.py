@@ -377,13 +377,31 @@ ABLATIONS = {
     "encoder:gradient_whiten:1": {},
     # gptfluence_kernel (the mean trajectory plus the gradient kernel, see simulator/gptfluence.py)
     # and its variants: kernel alone (one scale, no MLPs), multi-step rollout losses, other
-    # gradient projection sizes (simulator.kernel_projection_dim).
+    # kernels (KERNEL_SETTINGS).
     "kernel": {},
     "kernel:nomlp": {"kernel_mlp": False},
     "kernel:k4": {"rollout_k": 4},
     "kernel:k24": {"rollout_k": 24},
     "kernel:nomlp:dim:2048": {"kernel_mlp": False},
     "kernel:nomlp:dim:8192": {"kernel_mlp": False},
+    "kernel:nomlp:base_adam": {"kernel_mlp": False},
+    "kernel:nomlp:path_plain": {"kernel_mlp": False},
+    "kernel:nomlp:path_4": {"kernel_mlp": False},
+    "kernel:nomlp:path_24": {"kernel_mlp": False},
+}
+
+
+# The kernel variants' simulator settings (the rest: the config's, by default the
+# Adam-preconditioned kernel averaged over 8 steps of the mean path). "dim:<d>": the first
+# version, the base model's gradients projected to d dimensions.
+_PROJECTED = {"kernel_checkpoints": 1, "kernel_precondition": "none"}
+KERNEL_SETTINGS = {
+    "kernel:nomlp:dim:2048": _PROJECTED | {"kernel_projection_dim": 2048},
+    "kernel:nomlp:dim:8192": _PROJECTED | {"kernel_projection_dim": 8192},
+    "kernel:nomlp:base_adam": {"kernel_checkpoints": 1},
+    "kernel:nomlp:path_plain": {"kernel_precondition": "none"},
+    "kernel:nomlp:path_4": {"kernel_checkpoints": 4},
+    "kernel:nomlp:path_24": {"kernel_checkpoints": 24},
 }
 
 
@@ -486,9 +504,11 @@ def ablate(
             tr, te = encoder_features(c, wd, prep, name)
         if name.startswith("kernel"):
             kc = ml_collections.ConfigDict(c.to_dict())
-            if ":dim:" in name:  # "kernel...:dim:<d>": another gradient projection size
-                kc.simulator.kernel_projection_dim = int(name.rsplit(":", 1)[1])
-            joined = with_kernel_features(kc, wd, prep, {"train": tr, "test": te})
+            kc.simulator.update(KERNEL_SETTINGS.get(name, {}))
+            num_steps = dyn.curricula.shape[1]
+            joined = with_kernel_features(
+                kc, wd, prep, {"train": tr, "test": te}, fit_runs, num_steps
+            )
             method, kernel_dim = "gptfluence_kernel", joined["train"].shape[1] - tr.shape[1]
             tr, te = joined["train"], joined["test"]
         preds, notes = [], []

@@ -158,13 +158,20 @@ def _tiny_kernel_config(stages="collect,simulate"):
 
 
 @pytest.mark.skipif(not paths.pythia_tokenizer().is_file(), reason="no Pythia tokenizer")
-def test_pipeline_fits_gptfluence_kernel(tmp_path):
+@pytest.mark.parametrize("kernel", ["path", "projected"])
+def test_pipeline_fits_gptfluence_kernel(tmp_path, kernel):
     from gptjax.pipeline import Workdir, prepare, run_pipeline
     from gptjax.pipeline.config import validate
-    from gptjax.pipeline.stages import simulation_features, with_kernel_features
+    from gptjax.pipeline.stages import run_split, simulation_features, with_kernel_features
     from simulator.training import restore_verified
 
-    config = _tiny_kernel_config()
+    def configured(stages="collect,simulate"):
+        c = _tiny_kernel_config(stages)
+        if kernel == "projected":  # the first version: base-model gradients, projected
+            c.simulator.kernel_checkpoints, c.simulator.kernel_precondition = 1, "none"
+        return c
+
+    config = configured()
     results = run_pipeline(config, tmp_path)
     row = results["simulate"]["loss"]["gptfluence_kernel"]
     assert np.isfinite(row["mse_mean"]) and row["n_nonfinite"] == 0
@@ -172,14 +179,25 @@ def test_pipeline_fits_gptfluence_kernel(tmp_path):
     prep = prepare(config, wd)
     fitted = restore_verified(wd.simulator_dir("loss", "gptfluence_kernel"))
     base = simulation_features(config, wd, prep)
-    joined = with_kernel_features(config, wd, prep, base)
-    assert fitted.config.kernel_dim == 64
-    assert joined["train"].shape[1] == base["train"].shape[1] + 64
+    dyn = wd.runs.load(config.collect.num_runs, expect=prep.run_expect)
+    train = run_split(config, dyn)["train"]
+    joined = with_kernel_features(config, wd, prep, base, train, dyn.curricula.shape[1])
+    dim = 64 if kernel == "projected" else config.data.test_size  # path: one per test example
+    assert fitted.config.kernel_dim == dim
+    assert joined["train"].shape[1] == base["train"].shape[1] + dim
     np.testing.assert_array_equal(fitted.train_features, joined["train"])
     # The pool side of the kernel features is centred on its mean.
-    np.testing.assert_allclose(joined["train"][:, -64:].mean(0), 0.0, atol=1e-5)
-    again = run_pipeline(_tiny_kernel_config("simulate"), tmp_path)  # restored, not refitted
+    np.testing.assert_allclose(joined["train"][:, -dim:].mean(0), 0.0, atol=1e-5)
+    again = run_pipeline(configured("simulate"), tmp_path)  # restored, not refitted
     assert again["simulate"]["loss"]["gptfluence_kernel"]["mse_mean"] == row["mse_mean"]
-    config.simulator.kernel_projection_dim = 0
-    with pytest.raises(ValueError, match=re.escape("'simulator.kernel_projection_dim'")):
-        validate(config)
+    if kernel == "projected":
+        config.simulator.kernel_projection_dim = 0
+        with pytest.raises(ValueError, match=re.escape("'simulator.kernel_projection_dim'")):
+            validate(config)
+    else:
+        config.simulator.kernel_checkpoints = 0
+        with pytest.raises(ValueError, match=re.escape("'simulator.kernel_checkpoints'")):
+            validate(config)
+        config.simulator.kernel_checkpoints, config.simulator.kernel_precondition = 8, "sgd"
+        with pytest.raises(ValueError, match=re.escape("'simulator.kernel_precondition'")):
+            validate(config)

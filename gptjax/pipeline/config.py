@@ -33,6 +33,11 @@ SANITY_METHODS = ("persistence", "mean_trajectory")
 # The gradient kernel's projection (gptfluence_kernel, gradient_kernel): chosen on the
 # validation runs of benchmarks/simulator_quality (docs/simulator.md).
 KERNEL_PROJECTION_DIM = 8192
+# The gradient kernel's default since it was chosen on validation runs (docs/simulator.md):
+# Adam-preconditioned, averaged over 8 steps of the training runs' mean path.
+KERNEL_CHECKPOINTS = 8
+KERNEL_PRECONDITION = "adam"
+KERNEL_PRECONDITIONERS = ("adam", "none")
 # CollectSpec fields that are not keys of the collect section.
 _SPEC_FROM_ELSEWHERE = ("seed", "save_steps")
 # GradConfig fields that a baselines method fixes itself (not a config key).
@@ -44,8 +49,11 @@ def simulator_section() -> ml_collections.ConfigDict:
     (gptfluence uses ``gptfluence.variant``; gptfluence_dot / _concat force the variant;
     gptfluence_anchored simulates deviations from the mean training trajectory;
     gptfluence_kernel adds the base model's projected loss-gradient inner products to it, the
-    gradient kernel of ``simulator/gptfluence.py``, with ``kernel_projection_dim``;
-    gradient_kernel is that recurrence with the kernel alone, no MLPs).
+    gradient kernel of ``simulator/gptfluence.py``; gradient_kernel is that recurrence with
+    the kernel alone, no MLPs). The kernel (``gptjax.pipeline.path_kernel``) is averaged over
+    ``kernel_checkpoints`` steps of the training runs' mean parameters (1: the base model)
+    and preconditioned by ``kernel_precondition`` (adam | none); with 1 and none it is the
+    base model's gradients projected to ``kernel_projection_dim`` dimensions.
     ``metrics``: comma-separated, "" = every metric collected. ``encoder``: where the example
     features come from, ``minilm`` (frozen all-MiniLM-L6-v2 over ``data.encoder_text``) or
     ``gpt`` (the workdir's base model's final hidden states over its own tokens: prompt and
@@ -64,7 +72,9 @@ def simulator_section() -> ml_collections.ConfigDict:
     c.pooling = "mean"  # minilm: mean | cls | pooler; gpt: mean | last
     c.gradient_projection_dim = 512  # encoder gradient: the features' dimension
     c.gradient_whiten = 0.0  # encoder gradient: λ of the TRAK-style whitening; 0 = off
-    c.kernel_projection_dim = KERNEL_PROJECTION_DIM  # the gradient kernel's features' dimension
+    c.kernel_checkpoints = KERNEL_CHECKPOINTS  # steps of the mean path the kernel averages
+    c.kernel_precondition = KERNEL_PRECONDITION  # adam | none
+    c.kernel_projection_dim = KERNEL_PROJECTION_DIM  # kernel_checkpoints 1, precondition none
     c.unseen_test = 0  # the last k test examples are held out of the fit
     c.start = 1  # simulate from y_0; steps 1..T are scored
     c.plot_examples = 4
@@ -442,13 +452,30 @@ def _encoder_errors(c: ml_collections.ConfigDict) -> list[str]:
     if s.encoder == "gradient":
         errors += _gradient_encoder_errors(c)
     if set(names_in(s.models)) & set(KERNEL_METHODS):
-        errors += _projection_errors(c, "kernel_projection_dim")
+        errors += _kernel_errors(c)
     if not 0 <= s.unseen_test < c.data.test_size:
         errors.append(
             f"config key 'simulator.unseen_test' must be in 0..{c.data.test_size - 1} "
             f"(data.test_size - 1: at least one test example is seen), got {s.unseen_test}"
         )
     return errors
+
+
+def _kernel_errors(c: ml_collections.ConfigDict) -> list[str]:
+    """The gradient kernel's settings (kernel_checkpoints, kernel_precondition and, for the
+    projected kernel, kernel_projection_dim)."""
+    s = c.simulator
+    count, pre = s.kernel_checkpoints, s.kernel_precondition
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        return [f"config key 'simulator.kernel_checkpoints' must be an integer >= 1, got {count!r}"]
+    if pre not in KERNEL_PRECONDITIONERS:
+        return [
+            f"config key 'simulator.kernel_precondition' must be "
+            f"{' | '.join(KERNEL_PRECONDITIONERS)}, got {pre!r}"
+        ]
+    if count == 1 and pre == "none":
+        return _projection_errors(c, "kernel_projection_dim")
+    return []
 
 
 def simulator_grad_config(

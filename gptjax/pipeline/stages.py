@@ -31,6 +31,7 @@ from gptjax.pipeline import config as config_lib
 from gptjax.pipeline import report
 from gptjax.pipeline.gradient_features import gradient_features
 from gptjax.pipeline.lock import workdir_lock
+from gptjax.pipeline.path_kernel import path_kernel_features
 from gptjax.pipeline.preparation import Prepared, prepare
 from gptjax.pipeline.wait import wait_until
 from gptjax.pipeline.workdir import Workdir
@@ -177,18 +178,27 @@ def with_kernel_features(
     workdir: Workdir,
     prep: Prepared,
     features: dict[str, np.ndarray],
+    train_runs: Any,
+    num_steps: int,
 ) -> dict[str, np.ndarray]:
-    """``features`` with the gradient kernel's features appended (``gptfluence_kernel``): the
-    base model's per-example loss gradients projected to ``simulator.kernel_projection_dim``
-    (cached in the workdir, shared with the gradient encoder)."""
-    kernel = gradient_features(
-        workdir.features_prefix,
-        prep.model,
-        prep.pool_tokens.loss_inputs(),
-        prep.test_tokens.loss_inputs(),
-        config_lib.simulator_grad_config(config, "kernel_projection_dim"),
-        center=True,
-    )
+    """``features`` with the gradient kernel's features appended (``gptfluence_kernel``,
+    ``gradient_kernel``): by default the Adam-preconditioned kernel along the mean path of
+    ``train_runs`` (`gptjax.pipeline.path_kernel`); with ``simulator.kernel_checkpoints = 1``
+    and ``kernel_precondition = "none"`` the base model's per-example loss gradients
+    projected to ``simulator.kernel_projection_dim`` (the first version). Cached in the
+    workdir."""
+    sc = config.simulator
+    if int(sc.kernel_checkpoints) == 1 and sc.kernel_precondition == "none":
+        kernel = gradient_features(
+            workdir.features_prefix,
+            prep.model,
+            prep.pool_tokens.loss_inputs(),
+            prep.test_tokens.loss_inputs(),
+            config_lib.simulator_grad_config(config, "kernel_projection_dim"),
+            center=True,
+        )
+    else:
+        kernel = path_kernel_features(config, workdir, prep, train_runs, num_steps)
     return {side: np.concatenate([features[side], kernel[side]], 1) for side in features}
 
 
@@ -230,7 +240,9 @@ def simulate_stage(
     # The kernel simulators' features: computed (or read from the cache) once, for every metric.
     with_kernel = None
     if set(names) & set(KERNEL_METHODS):
-        with_kernel = with_kernel_features(config, workdir, prep, features)
+        with_kernel = with_kernel_features(
+            config, workdir, prep, features, split["train"], dyn.curricula.shape[1]
+        )
     results: dict[str, dict] = {}
     for metric, y in sorted(dyn.metrics.items()):
         if wanted and metric not in wanted:
