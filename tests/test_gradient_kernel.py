@@ -175,6 +175,7 @@ def test_pipeline_fits_gptfluence_kernel(tmp_path, kernel):
     results = run_pipeline(config, tmp_path)
     row = results["simulate"]["loss"]["gptfluence_kernel"]
     assert np.isfinite(row["mse_mean"]) and row["n_nonfinite"] == 0
+    assert ("projected" if kernel == "projected" else "mean path") in row["kernel"]
     wd = Workdir(tmp_path)
     prep = prepare(config, wd)
     fitted = restore_verified(wd.simulator_dir("loss", "gptfluence_kernel"))

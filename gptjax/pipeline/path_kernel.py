@@ -178,7 +178,8 @@ def kernel_features(kernel: np.ndarray) -> dict[str, np.ndarray]:
 def path_kernel_features(
     config: Any, workdir: Workdir, prep: Prepared, train_runs: Sequence[int], num_steps: int
 ) -> dict[str, np.ndarray]:
-    """The kernel features of the workdir's runs: `path_kernel` along the mean path of
+    """The kernel features of the workdir's runs ({"train", "test", "label": what they are}):
+    `path_kernel` along the mean path of
     ``train_runs`` (the simulators' training runs) at ``simulator.kernel_checkpoints`` steps
     that every one of them saved (fewer, said on stdout, when fewer are saved: with
     ``collect.save_params = "none"`` only the base model), preconditioned by
@@ -206,4 +207,8 @@ def path_kernel_features(
         int(config.collect.batch_size),
         str(sc.kernel_precondition),
     )
-    return kernel_features(kernel)
+    label = (
+        f"{'Adam-preconditioned' if sc.kernel_precondition == 'adam' else 'plain'} gradient "
+        f"kernel averaged over steps {steps} of the training runs' mean path"
+    )
+    return kernel_features(kernel) | {"label": label}

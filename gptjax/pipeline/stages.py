@@ -186,7 +186,8 @@ def with_kernel_features(
     ``train_runs`` (`gptjax.pipeline.path_kernel`); with ``simulator.kernel_checkpoints = 1``
     and ``kernel_precondition = "none"`` the base model's per-example loss gradients
     projected to ``simulator.kernel_projection_dim`` (the first version). Cached in the
-    workdir."""
+    workdir. Key "kernel": which kernel, in words (recorded beside the kernel simulators'
+    results)."""
     sc = config.simulator
     if int(sc.kernel_checkpoints) == 1 and sc.kernel_precondition == "none":
         kernel = gradient_features(
@@ -197,9 +198,12 @@ def with_kernel_features(
             config_lib.simulator_grad_config(config, "kernel_projection_dim"),
             center=True,
         )
+        label = f"base model's gradient kernel, projected to {sc.kernel_projection_dim} dims"
     else:
         kernel = path_kernel_features(config, workdir, prep, train_runs, num_steps)
-    return {side: np.concatenate([features[side], kernel[side]], 1) for side in features}
+        label = kernel["label"]
+    joined = {side: np.concatenate([features[side], kernel[side]], 1) for side in features}
+    return joined | {"kernel": label}
 
 
 def _unseen_reason(name: str, fitted: FittedSimulator) -> str | None:
@@ -275,6 +279,8 @@ def simulate_stage(
             )
             preds[name] = fitted.rollout(dyn.curricula[test], given[..., seen], lr=dyn.lr[test])
             rows[name] = evaluate(preds[name], true[..., seen], start) | fitted.result_fields()
+            if name in KERNEL_METHODS:
+                rows[name]["kernel"] = with_kernel["kernel"]
             if len(unseen) == 0:
                 continue
             reason = _unseen_reason(name, fitted)

