@@ -57,8 +57,8 @@ def small_pythia(c: ml_collections.ConfigDict, size: str = DEFAULT_SIZE) -> None
     c.model.pretrain_lr = 3e-3
 
 
-# The paper's two simulators, then GPTfluence with the base model's gradient kernel and the
-# kernel alone (docs/simulator.md), added after the first experiments were run.
+# The paper's two simulators, then GPTfluence with the gradient kernel and the kernel alone
+# (docs/simulator.md), added after the first experiments were run.
 MODELS = "gptfluence,simfluence,gptfluence_kernel,gradient_kernel"
 
 

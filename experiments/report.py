@@ -470,6 +470,16 @@ def reading(per_seed: dict[str, dict], metric: str, method: str = "gptfluence") 
     )
 
 
+def first_kernel(per_seed: dict[str, dict], metric: str = "loss") -> bool:
+    """Whether any seed's kernel rows come from the first kernel (the base model's projected
+    gradients: rows simulated before the row said which kernel, or saying "projected")."""
+    for rows in per_seed.values():
+        row = rows.get(metric, {}).get(KERNEL)
+        if row and "not_applicable" not in row and "projected" in row.get("kernel", "projected"):
+            return True
+    return False
+
+
 def summary_table(experiments: list[Experiment], records: dict[str, dict]) -> list[str]:
     """One row per experiment with loss results (ablations aside): the main methods' mean
     all-steps MSE and LDS over seeds, the method with the lowest MSE, and in how many seeds
@@ -509,7 +519,7 @@ def summary_table(experiments: list[Experiment], records: dict[str, dict]) -> li
             f"| {_wins(per_seed, metric, 'gptfluence', 'tracin_cp_all')} "
             f"| {_wins(per_seed, metric, 'gptfluence', 'mean_trajectory')} "
             f"| {mean('gptfluence', 'lds_mean', 3)} | {mean('tracin_cp_all', 'lds_mean', 3)} "
-            f"| {mean(KERNEL, 'mse_mean', 4)} "
+            f"| {mean(KERNEL, 'mse_mean', 4)}{' †' if first_kernel(per_seed, metric) else ''} "
             f"| {_wins(per_seed, metric, KERNEL, 'mean_trajectory')} "
             f"| {mean(KERNEL, 'lds_mean', 3)} |"
         )
@@ -522,9 +532,11 @@ def summary_table(experiments: list[Experiment], records: dict[str, dict]) -> li
         "paper reports GPTfluence below Simfluence, and both far below TracIn-CP and Grad-Dot, "
         "in all-steps MSE on every task; it does not report the mean-trajectory baseline. The "
         "columns `A < B` count the seeds where A's all-steps MSE is the lower. `kernel` is "
-        "the GPTfluence recurrence on the mean trajectory driven by the base model's gradient "
-        "kernel alone (`gradient_kernel`, [docs/simulator.md](docs/simulator.md)), added "
-        "after the paper's methods; `–` where an experiment ran before it existed.",
+        "the GPTfluence recurrence on the mean trajectory driven by a gradient kernel alone "
+        "(`gradient_kernel`, [docs/simulator.md](docs/simulator.md)), added after the "
+        "paper's methods: the Adam-preconditioned kernel along the training runs' mean path, "
+        "or, marked †, the first version (the base model's projected gradients); `–` where "
+        "an experiment ran before it existed.",
         "",
         *lines,
         "",
@@ -590,7 +602,9 @@ def ablation_table(experiments: list[Experiment], records: dict[str, dict]) -> l
         for method in ("gptfluence", KERNEL, "mean_trajectory"):
             if method in loss and "not_applicable" not in loss[method]:
                 cells = [_cell(loss[method], a, b, d) for a, b, _, d in COLUMNS]
-                lines.append(f"| {e.label} | {METHODS[method]} | " + " | ".join(cells) + " |")
+                mark = " †" if method == KERNEL and first_kernel(record["per_seed"]) else ""
+                name = METHODS[method] + mark
+                lines.append(f"| {e.label} | {name} | " + " | ".join(cells) + " |")
     return lines + [""]
 
 
@@ -804,7 +818,7 @@ def render(repo: Path, experiments: list[Experiment], snapshots: Path) -> str:
         if section.startswith("Ablation"):
             lines += [
                 "GPTfluence beside the mean trajectory (and the kernel simulator where the "
-                "variant has it), loss:",
+                "variant has it; † the first kernel, see the summary), loss:",
                 "",
             ]
             lines += ablation_table(members, records)

@@ -222,10 +222,14 @@ def test_summary_counts_the_seeds_where_each_ordering_holds(repo):
 def test_summary_has_the_kernel_simulator_beside_the_mean_trajectory(repo):
     # gradient_kernel MSE 0.05 in every seed, the mean trajectory's 0.04 / 0.06 / 0.08: the
     # kernel is the lower in seeds 1 and 2.
+    path_kernel = "Adam-preconditioned gradient kernel averaged over steps [0, 3] of the mean path"
     for seed, mean_mse in enumerate((0.04, 0.06, 0.08)):
         path = repo / "workdirs" / "finetune_sst2" / f"seed_{seed}" / "results"
         sims = json.loads((path / "simulators.json").read_text())
-        sims["results"]["loss"]["gradient_kernel"] = row(0.05, 0.01, 0.9, lds=0.7)
+        kernel_row = row(0.05, 0.01, 0.9, lds=0.7) | {"kernel": path_kernel}
+        if seed == 2:  # the first kernel in one seed: the summary marks the experiment
+            kernel_row["kernel"] = "base model's gradient kernel, projected to 8192 dims"
+        sims["results"]["loss"]["gradient_kernel"] = kernel_row
         sims["results"]["loss"]["mean_trajectory"] = row(mean_mse, 0.01, 0.9, lds=None)
         (path / "simulators.json").write_text(json.dumps(sims))
     report.harvest(repo, report.EXPERIMENTS, report.SNAPSHOTS)
@@ -234,5 +238,9 @@ def test_summary_has_the_kernel_simulator_beside_the_mean_trajectory(repo):
     line = next(x for x in summary.splitlines() if x.startswith("| Fine-tuning: SST-2 |"))
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[5] == "gradient kernel (no MLPs)"  # the lowest mean MSE
-    assert cells[11:] == ["0.0500", "2 of 3", "0.700"]
+    assert cells[11:] == ["0.0500 †", "2 of 3", "0.700"]
+    assert (
+        report.first_kernel({"0": {"loss": {"gradient_kernel": {"kernel": path_kernel}}}}) is False
+    )
+    assert report.first_kernel({"0": {"loss": {"gradient_kernel": {"mse_mean": 1.0}}}}) is True
     assert "gradient kernel (no MLPs) has the lower all-steps MSE" in sst2_section(text)
