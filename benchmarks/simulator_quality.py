@@ -10,7 +10,8 @@ and seed (the collection seed and the simulators' fit seeds), in
 ``<workdir_root>/<task>/seed_<s>`` (a second invocation resumes from what is there):
 
 1. the pipeline collects the runs, fits GPTfluence, Simfluence, gptfluence_kernel
-   (GPTfluence on the mean trajectory with the base model's gradient kernel) and
+   (GPTfluence on the mean trajectory with a gradient kernel: by default Adam-preconditioned,
+   along the training runs' mean path) and
    gradient_kernel (that recurrence with the kernel alone) on the training runs
    (early-stopped on the validation runs) and runs TracIn-CP (all steps) on the test runs;
 2. every method is scored on the 16 held-out test runs by `gptjax.evaluation.evaluate`:
@@ -21,6 +22,8 @@ and seed (the collection seed and the simulators' fit seeds), in
    the base model (`tests/reference/kronfluence_lds.py`, `trak_lds.py`), run k's final loss
    predicted as −Σ_{i∈S_k} score(i, n), regulariser chosen by LDS on the training runs.
    Skipped (null in the JSON) when the library is not installed, with the reason printed.
+   Each simulator's LDS is compared with each reference's, paired by test example (bootstrap
+   interval of the mean per-example difference).
 
 Prints one table per task (mean ± std over seeds), the bootstrap intervals, and as the last
 line one JSON object: {"tasks": {task: {"gptfluence_mse", ..., "trak_lds",
@@ -45,6 +48,7 @@ import numpy as np
 
 from gptjax.evaluation import (
     evaluate,
+    lds,
     mean_trajectory,
     paired_bootstrap,
     persistence,
@@ -78,6 +82,10 @@ JSON_KEYS = (
     "gptfluence_kernel_lds",
     "gradient_kernel_mse",
     "gradient_kernel_lds",
+    # [mean, 95% interval] of gradient_kernel's LDS minus the reference's, paired by test
+    # example, pooled over the seeds (null without the reference)
+    "gradient_kernel_lds_minus_kronfluence",
+    "gradient_kernel_lds_minus_trak",
 )
 METRIC = "loss"
 # --quick: fewer regularisers for the references (each costs a scoring pass).
@@ -127,10 +135,17 @@ def _reference(name: str, prep, dyn, split, out_dir: Path, quick: bool = False) 
         return {"lds_mean": None, "lds_std": None, "error": f"not installed: {err}"}
     grid = list(QUICK_GRIDS[name]) if quick else None
     cache = out_dir / "result.json"
+    y_final = dyn.metrics[METRIC][:, -1]
     if cache.is_file():  # computed before for the same runs and grid: reuse
         saved = json.loads(cache.read_text())
         if saved.get("grid") == grid and saved.get("test_runs") == list(split["test"]):
-            return saved["result"]
+            result = saved["result"]
+            if "per_example" not in result:  # an older cache: read the scores' files back
+                per = _saved_per_example(name, out_dir, grid, dyn, split, result)
+                if per is not None:
+                    saved["result"] = result = result | {"per_example": per}
+                    cache.write_text(json.dumps(saved))
+            return result
     t0 = time.perf_counter()
     try:
         scores = scores_fn(
@@ -140,17 +155,36 @@ def _reference(name: str, prep, dyn, split, out_dir: Path, quick: bool = False) 
             *([QUICK_GRIDS[name]] if quick else []),
             out_dir=out_dir,
         )
-        y_final = dyn.metrics[METRIC][:, -1]
         res = lds_reference(scores, dyn.subsets, y_final, split["train"], split["test"])
     except Exception as err:  # a reference must not sink the benchmark; say why
         traceback.print_exc()
         return {"lds_mean": None, "lds_std": None, "error": f"{type(err).__name__}: {err}"}
-    res.pop("per_example", None)
     res = res | {"seconds": time.perf_counter() - t0}
     out_dir.mkdir(parents=True, exist_ok=True)
     record = {"grid": grid, "test_runs": list(map(int, split["test"])), "result": res}
     cache.write_text(json.dumps(record))
     return res
+
+
+def _saved_per_example(name, out_dir, grid, dyn, split, result) -> list[float] | None:
+    """Per-test-example LDS of a reference whose cache predates keeping it: recomputed from
+    the score files the library left in ``out_dir``, and used only if it gives the cached
+    regulariser and mean LDS again (None otherwise)."""
+    from tests.reference.kronfluence_lds import DAMPINGS, lds_reference, saved_kronfluence_scores
+    from tests.reference.trak_lds import LAMBDAS, saved_trak_scores
+
+    if name == "kronfluence":
+        scores = saved_kronfluence_scores(out_dir, grid or DAMPINGS)
+    else:
+        scores = saved_trak_scores(out_dir, grid or LAMBDAS)
+    if scores is None:
+        return None
+    y_final = dyn.metrics[METRIC][:, -1]
+    res = lds_reference(scores, dyn.subsets, y_final, split["train"], split["test"])
+    same = res["reg"] == result.get("reg") and res["lds_mean"] is not None
+    if not same or not math.isclose(res["lds_mean"], result["lds_mean"], abs_tol=1e-9):
+        return None
+    return res["per_example"]
 
 
 def run_seed(
@@ -219,11 +253,28 @@ def run_seed(
         t1 = time.perf_counter()
         refs[name] = _reference(name, prep, dyn, split, workdir / "references" / name, quick)
         seconds[name] = time.perf_counter() - t1
+    # LDS paired by test example against each reference: "a better" = the higher LDS.
+    lds_of = {name: lds(preds[name][:, -1], true[:, -1]) for name in simulators}
+    lds_boot = {
+        f"{name}_vs_{ref}": paired_bootstrap(
+            -lds_of[name], -np.asarray(refs[ref]["per_example"], np.float64), seed=int(config.seed)
+        )
+        for name in simulators
+        if name != "simfluence"
+        for ref in references
+        if refs[ref].get("per_example") is not None
+    }
     seconds["total"] = time.perf_counter() - t0
     return {
         "rows": rows,
         "bootstrap": boot,
-        "references": refs,
+        "lds_bootstrap": lds_boot,
+        # Per-test-example LDS of the simulators and the references (pooled over seeds below).
+        "lds_per_example": {k: np.asarray(v).tolist() for k, v in lds_of.items()}
+        | {k: r["per_example"] for k, r in refs.items() if r.get("per_example") is not None},
+        "references": {
+            k: {f: v for f, v in r.items() if f != "per_example"} for k, r in refs.items()
+        },
         "seconds": seconds,
         "split": {k: list(map(int, v)) for k, v in split.items()},
     }
@@ -249,6 +300,19 @@ def summarise(per_seed: list[dict]) -> dict[str, Any]:
                 [s["references"].get(name, {}).get("lds_mean") for s in per_seed]
             ),
         }
+    # LDS against each reference, paired by test example and pooled over the seeds.
+    for name in [n for n in per_seed[0].get("lds_per_example", {}) if n not in REFERENCES]:
+        for ref in REFERENCES:
+            pairs = [
+                (s["lds_per_example"][name], s["lds_per_example"][ref])
+                for s in per_seed
+                if ref in s.get("lds_per_example", {})
+            ]
+            if len(pairs) == len(per_seed) and name != "simfluence":
+                a = -np.concatenate([np.asarray(p[0], np.float64) for p in pairs])
+                b = -np.concatenate([np.asarray(p[1], np.float64) for p in pairs])
+                boot = paired_bootstrap(a, b)
+                table[name][f"lds_minus_{ref}"] = [-boot["mean_diff"], -boot["hi"], -boot["lo"]]
     return table
 
 
@@ -272,6 +336,10 @@ def task_json(table: dict[str, dict]) -> dict[str, float | None]:
         "gptfluence_kernel_lds": get("gptfluence_kernel", "lds_mean"),
         "gradient_kernel_mse": get("gradient_kernel", "mse_mean"),
         "gradient_kernel_lds": get("gradient_kernel", "lds_mean"),
+    } | {
+        # [mean per-example LDS difference, 95% interval] pooled over the seeds
+        f"gradient_kernel_lds_minus_{ref}": table.get("gradient_kernel", {}).get(f"lds_minus_{ref}")
+        for ref in REFERENCES
     }
 
 
@@ -292,6 +360,15 @@ def render(task: str, per_seed: list[dict], seeds: list[int]) -> str:
     for name, cell in table.items():
         lines.append(f"| {name} | {_cell(cell['mse_mean'], 4)} | {_cell(cell['lds_mean'], 3)} |")
     lines.append("")
+    for name, cell in table.items():
+        for ref in REFERENCES:
+            if f"lds_minus_{ref}" in cell:
+                d, lo, hi = cell[f"lds_minus_{ref}"]
+                lines.append(
+                    f"{name} LDS − {ref} LDS, per test example, pooled over the seeds: "
+                    f"{d:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}]"
+                )
+    lines.append("")
     for seed, s in zip(seeds, per_seed, strict=True):
         for key, b in s["bootstrap"].items():
             first = key.split("_vs_")[0]
@@ -303,6 +380,17 @@ def render(task: str, per_seed: list[dict], seeds: list[int]) -> str:
             lines.append(
                 f"seed {seed}: {key}: mean per-trajectory MSE difference {b['mean_diff']:+.4f}, "
                 f"95% CI [{b['lo']:+.4f}, {b['hi']:+.4f}] ({verdict}; runs resampled)"
+            )
+        for key, b in s.get("lds_bootstrap", {}).items():
+            first, second = key.split("_vs_")
+            verdict = (
+                f"{first} higher"
+                if b["a_better"]
+                else (f"{second} higher" if b["b_better"] else "no clear difference")
+            )
+            lines.append(
+                f"seed {seed}: LDS {key}: mean per-example difference {-b['mean_diff']:+.3f}, "
+                f"95% CI [{-b['hi']:+.3f}, {-b['lo']:+.3f}] ({verdict}; test examples resampled)"
             )
         for name, row in s["rows"].items():
             if row.get("note"):

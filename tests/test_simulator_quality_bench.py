@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks import simulator_quality as bench
@@ -49,6 +50,7 @@ def test_quality_benchmark_json_shape(tmp_path):
     ):
         assert isinstance(entry[key], float) and entry[key] >= 0
     assert entry["kronfluence_lds"] is None and entry["trak_lds"] is None  # not run
+    assert entry["gradient_kernel_lds_minus_kronfluence"] is None
     for key in (
         "gptfluence_lds",
         "simfluence_lds",
@@ -78,3 +80,28 @@ def test_summary_over_seeds():
     assert table["trak"]["lds_mean"] is None
     entry = bench.task_json(table)
     assert entry["kronfluence_lds"] == pytest.approx(0.3) and entry["trak_lds"] is None
+
+
+def test_lds_against_a_reference_is_paired_by_test_example_and_pooled_over_seeds():
+    rng = np.random.default_rng(0)
+    per_seed = []
+    for _ in range(3):
+        ref = rng.uniform(0.2, 0.6, 40)
+        per_seed.append(
+            {
+                "rows": {"gradient_kernel": {"mse_mean": 0.1, "lds_mean": float(ref.mean() + 0.1)}},
+                "references": {"kronfluence": {"lds_mean": float(ref.mean())}, "trak": {}},
+                # the kernel 0.1 above Kronfluence on every example; TRAK never ran
+                "lds_per_example": {
+                    "gradient_kernel": (ref + 0.1).tolist(),
+                    "kronfluence": ref.tolist(),
+                },
+            }
+        )
+    table = bench.summarise(per_seed)
+    d, lo, hi = table["gradient_kernel"]["lds_minus_kronfluence"]
+    assert d == pytest.approx(0.1) and lo == pytest.approx(0.1) and hi == pytest.approx(0.1)
+    assert "lds_minus_trak" not in table["gradient_kernel"]
+    entry = bench.task_json(table)
+    assert entry["gradient_kernel_lds_minus_kronfluence"] == pytest.approx([0.1, 0.1, 0.1])
+    assert entry["gradient_kernel_lds_minus_trak"] is None

@@ -161,6 +161,27 @@ def kronfluence_scores(
     return out
 
 
+def saved_kronfluence_scores(
+    out_dir: str | Path, dampings: Sequence[float] = DAMPINGS
+) -> dict[float, np.ndarray] | None:
+    """`kronfluence_scores`' result read back from the files Kronfluence left in ``out_dir``
+    (None if any damping's scores are missing)."""
+    from safetensors.numpy import load_file
+
+    out = {}
+    for damping in dampings:
+        path = (
+            Path(out_dir)
+            / "kronfluence"
+            / f"scores_scores_{damping:g}"
+            / "pairwise_scores.safetensors"
+        )
+        if not path.is_file():
+            return None
+        out[float(damping)] = np.asarray(load_file(str(path))["all_modules"], np.float64).T.copy()
+    return out
+
+
 def predict_final(scores: np.ndarray, subsets: Sequence[np.ndarray], runs: Sequence[int]):
     """[R, N]: run k's predicted final loss −Σ_{i∈S_k} score(i, n) (up to a constant, which
     the rank correlation ignores)."""

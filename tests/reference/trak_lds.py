@@ -142,6 +142,20 @@ def trak_scores(
     return out
 
 
+def saved_trak_scores(
+    out_dir: str | Path, lambdas: Sequence[float] = LAMBDAS
+) -> dict[float, np.ndarray] | None:
+    """`trak_scores`' result read back from the score files TRAK left in ``out_dir`` (one per
+    λ, in order; None if any is missing)."""
+    out = {}
+    for i, lam in enumerate(lambdas):
+        path = Path(out_dir) / "trak" / "scores" / f"test_{i}.mmap"
+        if not path.is_file():
+            return None
+        out[float(lam)] = np.asarray(np.load(path, mmap_mode="r"), np.float64).copy()
+    return out
+
+
 def _same_projector(traker, seed: int):
     """A new projector with the same seed and shape (the matrix is regenerated from it)."""
     from trak.projectors import BasicProjector
