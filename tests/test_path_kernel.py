@@ -116,6 +116,26 @@ def test_path_kernel_matches_direct_gradients(collected, capsys):
     assert "kernel_checkpoints" in capsys.readouterr().out  # fewer saved steps than asked
 
 
+def test_streamed_kernel_matches_direct_gradients(collected, monkeypatch):
+    # A budget the pool's and the test set's gradients together exceed, but twice the test
+    # set's fits: the pool's gradients are streamed (twice) instead of held.
+    config, wd, prep, runs, num_steps = collected
+    graphdef, state = nnx.split(prep.model)
+    n = pk.GradientEngine(graphdef, state, pk.exact_grad_config(pk.GradConfig())).num_explicit
+    streamed = config.copy_and_resolve_references()
+    streamed.baselines.memory_budget_mb = 100 * n / 2**20  # pool 24 + test 8 examples
+    calls = []
+    real = pk.streamed_kernel_at
+    monkeypatch.setattr(pk, "streamed_kernel_at", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(pk, "load_or_compute", lambda target, rows, compute: compute())
+    feats = pk.path_kernel_features(streamed, wd, prep, runs, num_steps)
+    assert calls  # the streamed route was taken
+    _, saved_steps = params_reader(wd.runs, prep.model)
+    steps = pk.path_steps(saved_steps(int(runs[0])), num_steps, 3)
+    want = _direct_kernel(config, wd, prep, runs, steps)
+    np.testing.assert_allclose(feats["train"], want / np.sqrt(np.mean(want**2)), 2e-3, 2e-4)
+
+
 def test_path_kernel_is_cached_and_keyed_by_its_settings(collected, monkeypatch):
     config, wd, prep, runs, num_steps = collected
     first = pk.path_kernel_features(config, wd, prep, runs, num_steps)

@@ -19,10 +19,12 @@ unless ``simulator.kernel_checkpoints = 1`` and ``simulator.kernel_precondition 
   it (``kernel_precondition = "adam"``; "none": v = 1, plain gradients).
 
 Inner products are exact: the gradients are explicit (``GradientEngine`` with no
-factorisation and no projection), so the pool's and the test set's gradients must fit in
-``baselines.memory_budget_mb``. As simulator features: the training side is K [P, N] (row i:
-example i's kernel with every test example) divided by its root mean square entry r, the
-test side the identity [N, N], so ⟨φ_i, φ'_j⟩ = K(i, j) / r. K is
+factorisation and no projection). When the pool's and the test set's gradients fit in
+``baselines.memory_budget_mb`` they are held at once; otherwise only the test set's (at most
+half the budget) and the pool's are streamed twice (`streamed_kernel_at`). As simulator
+features: the training side is K [P, N] (row i: example i's kernel with every test example)
+divided by its root mean square entry r, the test side the identity [N, N], so
+⟨φ_i, φ'_j⟩ = K(i, j) / r. K is
 cached in the workdir, keyed by the tokens, the settings and the mean parameters at every
 step used.
 """
@@ -86,19 +88,52 @@ def explicit_gradients(engine: GradientEngine, state: Any, tokens: Mapping) -> n
     return np.concatenate([np.asarray(f["flat"], np.float32)[:n] for n, f in chunks])
 
 
-def kernel_at(pool: np.ndarray, test: np.ndarray, batch_size: int, precondition: str) -> np.ndarray:
-    """float64 [P, N]: ⟨(g_i − ḡ) ⊘ (√v + ε), g_j⟩ for pool gradients ``pool`` [P, n] and test
-    gradients ``test`` [N, n] at one parameter state (see the module docstring)."""
+def adam_scale(mean: np.ndarray, var: np.ndarray, batch_size: int, precondition: str) -> np.ndarray:
+    """float32 [n]: 1 / (√v + ε), v = mean² + var / B, per parameter ("none": ones)."""
     if precondition not in config_lib.KERNEL_PRECONDITIONERS:
         known = " | ".join(config_lib.KERNEL_PRECONDITIONERS)
         raise ValueError(f"precondition must be {known}, got {precondition!r}")
+    if precondition == "none":
+        return np.ones(mean.shape, np.float32)
+    second = np.square(mean) + var / batch_size
+    return (1.0 / (np.sqrt(second) + ADAM_EPS)).astype(np.float32)
+
+
+def kernel_at(pool: np.ndarray, test: np.ndarray, batch_size: int, precondition: str) -> np.ndarray:
+    """float64 [P, N]: ⟨(g_i − ḡ) ⊘ (√v + ε), g_j⟩ for pool gradients ``pool`` [P, n] and test
+    gradients ``test`` [N, n] at one parameter state (see the module docstring)."""
     mean = pool.mean(0, dtype=np.float64)
     centred = pool - mean.astype(np.float32)
-    if precondition == "adam":
-        var = np.mean(np.square(centred, dtype=np.float64), 0)
-        second = np.square(mean) + var / batch_size
-        centred = centred * (1.0 / (np.sqrt(second) + ADAM_EPS)).astype(np.float32)
+    var = np.mean(np.square(centred, dtype=np.float64), 0)
+    centred = centred * adam_scale(mean, var, batch_size, precondition)
     return centred.astype(np.float64) @ test.astype(np.float64).T
+
+
+def streamed_kernel_at(
+    engine: GradientEngine,
+    state: Any,
+    pool_tokens: Mapping[str, np.ndarray],
+    test_tokens: Mapping[str, np.ndarray],
+    batch_size: int,
+    precondition: str,
+) -> np.ndarray:
+    """`kernel_at` holding only the test set's gradients: the pool's are computed chunk by
+    chunk twice (its moments, then its rows of K), for models whose pool gradients do not
+    fit in memory at once."""
+    total = total_sq = 0.0
+    count = 0
+    for n, f in engine.features(state, pool_tokens):
+        g = np.asarray(f["flat"], np.float64)[:n]
+        total, total_sq, count = total + g.sum(0), total_sq + np.square(g).sum(0), count + n
+    mean = total / count
+    var = np.maximum(total_sq / count - np.square(mean), 0.0)
+    scale = adam_scale(mean, var, batch_size, precondition)
+    test = explicit_gradients(engine, state, test_tokens)
+    rows = []
+    for n, f in engine.features(state, pool_tokens):
+        g = np.asarray(f["flat"], np.float32)[:n]
+        rows.append(((g - mean.astype(np.float32)) * scale).astype(np.float64) @ test.T)
+    return np.concatenate(rows)
 
 
 def exact_grad_config(grad_config: GradConfig) -> GradConfig:
@@ -136,19 +171,27 @@ def path_kernel(
 
     def compute() -> np.ndarray:
         engine = GradientEngine(graphdef, states[steps[0]], cfg)
-        need = (rows + len(test_tokens["input_ids"])) * engine.num_explicit * 4
-        if need > cfg.memory_budget_mb * 2**20:
+        n_test = len(test_tokens["input_ids"])
+        budget = cfg.memory_budget_mb * 2**20
+        held = (rows + n_test) * engine.num_explicit * 4  # every gradient at once
+        if n_test * engine.num_explicit * 4 > budget / 2:  # streaming holds the test side
             raise ValueError(
-                f"the path kernel needs the exact gradients of every pool and test example, "
-                f"{need / 2**20:.0f} MB, over baselines.memory_budget_mb "
-                f"({cfg.memory_budget_mb:.0f}); raise it, or set simulator.kernel_checkpoints "
-                "= 1 and simulator.kernel_precondition = 'none' for projected gradients"
+                f"the path kernel needs the exact gradients of the test examples in memory, "
+                f"{n_test * engine.num_explicit * 4 / 2**20:.0f} MB, over half of "
+                f"baselines.memory_budget_mb ({cfg.memory_budget_mb:.0f}); raise it, or set "
+                "simulator.kernel_checkpoints = 1 and simulator.kernel_precondition = 'none' "
+                "for projected gradients"
             )
-        total = np.zeros((rows, len(test_tokens["input_ids"])))
+        total = np.zeros((rows, n_test))
         for s in steps:
-            g_pool = explicit_gradients(engine, states[s], pool_tokens)
-            g_test = explicit_gradients(engine, states[s], test_tokens)
-            total += kernel_at(g_pool, g_test, batch_size, precondition)
+            if held <= budget:
+                g_pool = explicit_gradients(engine, states[s], pool_tokens)
+                g_test = explicit_gradients(engine, states[s], test_tokens)
+                total += kernel_at(g_pool, g_test, batch_size, precondition)
+            else:
+                total += streamed_kernel_at(
+                    engine, states[s], pool_tokens, test_tokens, batch_size, precondition
+                )
         return (total / len(steps)).astype(np.float32)
 
     return load_or_compute(target, rows, compute)
