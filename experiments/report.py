@@ -9,7 +9,8 @@ workdir per seed (``<workdir>/seed_<s>/results/{simulators,baselines}.json``, as
 ``python -m gptjax.pipeline.seeds`` leaves them), else the sweep's ``--out`` file
 (``<workdir>/seeds.json``), else a single workdir (``<workdir>/results/``) — and the stage
 times (``results/timings.json``), and write a snapshot ``experiments/results/<key>.json``
-with copies of its plots. Workdirs are not committed (``workdirs/`` is ignored); the
+with copies of its plots. Seeds already in the snapshot that the workdir no longer holds are
+kept, so seeds can be added one session at a time. Workdirs are not committed (``workdirs/`` is ignored); the
 snapshots are, so EXPERIMENTS.md can always be rendered again. **Render**: EXPERIMENTS.md
 from the snapshots alone. An experiment without a snapshot is listed as "not run yet" with
 its command.
@@ -111,6 +112,21 @@ def _registry() -> list[Experiment]:
             "workdirs/instruction_mixture",
         )
     )
+    # The real pretrained LM, partial fine-tuning, one seed each (collection dominates: up to
+    # two hours per task on 2 CPU cores; configs/smollm2_*.py state the regime).
+    for task, label in (*tasks, ("mixture", "mixture of the five tasks (instruction tuning)")):
+        name = f"smollm2_{task}"
+        out.append(
+            Experiment(
+                name,
+                "SmolLM2-135M (real pretrained LM, partial fine-tuning)",
+                label,
+                f"configs/{name}.py",
+                f"workdirs/{name}",
+                script="gptjax.main",
+                seeds="0",
+            )
+        )
     ablations = (
         ("ablation_checkpoint_interval", "Ablation: checkpoint interval", "every", (1, 2, 5, 10)),
         ("ablation_markov_order", "Ablation: Markov order", "order", (1, 2, 3, 5, 10)),
@@ -273,6 +289,7 @@ def harvest(repo: Path, experiments: list[Experiment], snapshots: Path) -> list[
             found = harvest_workdir(workdir) if workdir.is_dir() else None
         if found is None:
             continue
+        found = _keep_earlier_seeds(found, repo / snapshots / f"{e.key}.json")
         target = repo / snapshots / e.key
         plots = []
         source = found.pop("plots_from")
@@ -293,6 +310,22 @@ def harvest(repo: Path, experiments: list[Experiment], snapshots: Path) -> list[
         io.atomic_write_json(repo / snapshots / f"{e.key}.json", record)
         done.append(e.key)
     return done
+
+
+def _keep_earlier_seeds(found: dict[str, Any], snapshot: Path) -> dict[str, Any]:
+    """Seeds of the earlier snapshot that the workdir no longer holds stay in it (workdirs
+    are not committed, so a later seed may be run on a machine without the earlier ones); a
+    seed the workdir holds replaces its earlier figures. Their union is sorted by seed."""
+    if not snapshot.is_file() or "per_seed" not in found:
+        return found
+    earlier = io.read_json(snapshot)
+    per_seed = earlier.get("per_seed", {}) | found["per_seed"]
+    seconds = earlier.get("stage_seconds", {}) | found["stage_seconds"]
+    order = sorted(per_seed, key=int)
+    return found | {
+        "per_seed": {s: per_seed[s] for s in order},
+        "stage_seconds": {s: seconds[s] for s in order if s in seconds},
+    }
 
 
 def _harvest_mislabel(workdir: Path) -> dict[str, Any] | None:

@@ -178,14 +178,14 @@ def test_check_flags_a_stale_file(repo, capsys):
 
 def test_discovered_configs_are_listed(tmp_path):
     (tmp_path / "configs").mkdir()
-    (tmp_path / "configs" / "smollm2_sst2.py").write_text(
-        '"""SmolLM2.\n\n    python -m gptjax.pipeline.seeds --config configs/smollm2_sst2.py \\\n'
-        '        --seeds 0,1 --workdir workdirs/smollm2_sst2 --out x.json\n"""\n'
+    (tmp_path / "configs" / "other_sst2.py").write_text(
+        '"""SmolLM2.\n\n    python -m gptjax.pipeline.seeds --config configs/other_sst2.py \\\n'
+        '        --seeds 0,1 --workdir workdirs/other_sst2 --out x.json\n"""\n'
     )
     (tmp_path / "configs" / "demo.py").write_text('"""python -m gptjax.main --config x"""\n')
     found = report.discovered(tmp_path, report.EXPERIMENTS)
     assert [(e.key, e.workdir, e.seeds) for e in found] == [
-        ("smollm2_sst2", "workdirs/smollm2_sst2", "0,1")
+        ("other_sst2", "workdirs/other_sst2", "0,1")
     ]
 
 
@@ -244,3 +244,23 @@ def test_summary_has_the_kernel_simulator_beside_the_mean_trajectory(repo):
     )
     assert report.first_kernel({"0": {"loss": {"gradient_kernel": {"mse_mean": 1.0}}}}) is True
     assert "gradient kernel (no MLPs) has the lower all-steps MSE" in sst2_section(text)
+
+
+def test_harvest_keeps_earlier_seeds_whose_workdirs_are_gone(repo):
+    report.harvest(repo, report.EXPERIMENTS, report.SNAPSHOTS)
+    # A later machine holds only seed 1 (re-run, with other figures) and a new seed 3.
+    wd = repo / "workdirs" / "finetune_sst2"
+    for seed in (0, 1, 2):
+        for f in sorted((wd / f"seed_{seed}").rglob("*"), reverse=True):
+            f.unlink() if f.is_file() else f.rmdir()
+        (wd / f"seed_{seed}").rmdir()
+    write_seed(wd, 1, 0.50)
+    write_seed(wd, 3, 0.40)
+    report.harvest(repo, report.EXPERIMENTS, report.SNAPSHOTS)
+    snapshot = json.loads((repo / report.SNAPSHOTS / "finetune_sst2.json").read_text())
+    assert list(snapshot["per_seed"]) == ["0", "1", "2", "3"]
+    mse = {s: r["loss"]["gptfluence"]["mse_mean"] for s, r in snapshot["per_seed"].items()}
+    assert mse == {"0": 0.10, "1": 0.50, "2": 0.30, "3": 0.40}
+    assert snapshot["stage_seconds"]["3"]["collect"] == 103.0
+    section = sst2_section(report.render(repo, report.EXPERIMENTS, report.SNAPSHOTS))
+    assert "4 seed(s) (0, 1, 2, 3)" in section
