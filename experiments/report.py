@@ -10,10 +10,10 @@ workdir per seed (``<workdir>/seed_<s>/results/{simulators,baselines}.json``, as
 (``<workdir>/seeds.json``), else a single workdir (``<workdir>/results/``) — and the stage
 times (``results/timings.json``), and write a snapshot ``experiments/results/<key>.json``
 with copies of its plots. Seeds already in the snapshot that the workdir no longer holds are
-kept, so seeds can be added one session at a time. Workdirs are not committed (``workdirs/`` is ignored); the
-snapshots are, so EXPERIMENTS.md can always be rendered again. **Render**: EXPERIMENTS.md
-from the snapshots alone. An experiment without a snapshot is listed as "not run yet" with
-its command.
+kept, so seeds can be added one session at a time. Workdirs are not committed (``workdirs/``
+is ignored); the snapshots are, so EXPERIMENTS.md can always be rendered again.
+**Render**: EXPERIMENTS.md from the snapshots alone. An experiment without a snapshot is
+listed as "not run yet" with its command.
 
 Each table is the paper's layout, one row per method: all-steps MSE (std), all-steps MAE
 (std), final-step ρ (std), and LDS. A cell is ``m (s) ± d``: m the mean over seeds of the
