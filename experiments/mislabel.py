@@ -1,7 +1,12 @@
 r"""Mislabelled data: find the flipped labels of a noisy pool by self-influence.
 
     python -m experiments.mislabel --config configs/mislabel_sst2.py \
-        --workdir workdirs/mislabel_sst2
+        --workdir workdirs/mislabel_sst2 [--seeds 0,1,2] [--retrain_fractions 0.2,0.4]
+
+With ``--seeds`` each seed runs the whole study in its own workdir ``<workdir>/seed_<s>``
+(seeded as ``gptjax.pipeline.seeds`` seeds a sweep: pools, flipped labels, base model,
+curricula, fits), so an interrupted sweep resumes; without it, the config's seed in
+``<workdir>``.
 
 1. Runs the pipeline on the config (resumes: nothing finished is recomputed).
 2. Ranks the training pool, most suspicious first, by
@@ -40,6 +45,7 @@ import numpy as np
 from gptjax import io
 from gptjax.cli import quiet_orbax, run_reporting_errors
 from gptjax.pipeline import queries
+from gptjax.pipeline.seeds import parse_seeds, seeded
 from gptjax.pipeline.stages import run_pipeline
 from gptjax.pipeline.workdir import Workdir
 
@@ -320,6 +326,23 @@ def run(
     return record
 
 
+def run_seeds(
+    config: ml_collections.ConfigDict,
+    workdir: str | Path,
+    seeds: list[int],
+    shuffles: int = 10,
+    retrain_fractions: tuple[float, ...] = (),
+) -> dict[str, dict[str, Any]]:
+    """`run` once per seed in ``<workdir>/seed_<s>``; returns {seed: record}."""
+    out = {}
+    for seed in seeds:
+        print(f"=== seed {seed} ===", flush=True)
+        out[str(seed)] = run(
+            seeded(config, seed), Path(workdir) / f"seed_{seed}", shuffles, retrain_fractions
+        )
+    return out
+
+
 def _fractions(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(x) for x in text.split(",") if x.strip())
@@ -336,10 +359,14 @@ def main(argv: list[str]) -> None:
     del argv
     quiet_orbax()
     f = flags.FLAGS
-    run_reporting_errors(
-        lambda: run(_CONFIG.value, f.workdir, f.shuffles, _fractions(f.retrain_fractions)),
-        debug=f.debug,
-    )
+
+    def study():
+        fractions = _fractions(f.retrain_fractions)
+        if f.seeds:
+            return run_seeds(_CONFIG.value, f.workdir, parse_seeds(f.seeds), f.shuffles, fractions)
+        return run(_CONFIG.value, f.workdir, f.shuffles, fractions)
+
+    run_reporting_errors(study, debug=f.debug)
 
 
 if __name__ == "__main__":
@@ -351,6 +378,9 @@ if __name__ == "__main__":
     flags.DEFINE_integer("shuffles", 10, "Random orders averaged for the random ranking.")
     flags.DEFINE_string(
         "retrain_fractions", "", "Comma-separated fractions checked before retraining ('' = no)."
+    )
+    flags.DEFINE_string(
+        "seeds", "", "Comma-separated seeds, one workdir <workdir>/seed_<s> each ('' = one run)."
     )
     flags.DEFINE_bool("debug", False, "Show the traceback of an error.")
     flags.mark_flags_as_required(["config", "workdir"])

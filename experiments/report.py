@@ -80,6 +80,7 @@ class Experiment:
     workdir: str
     script: str = "gptjax.pipeline.seeds"  # or "experiments.mislabel", "gptjax.main"
     seeds: str = "0,1,2"
+    args: str = ""  # the script's further flags
 
     @property
     def command(self) -> str:
@@ -88,7 +89,9 @@ class Experiment:
                 f"python -m gptjax.pipeline.seeds --config {self.config} --seeds {self.seeds} "
                 f"--workdir {self.workdir} --out {self.workdir}/seeds.json"
             )
-        return f"python -m {self.script} --config {self.config} --workdir {self.workdir}"
+        tail = f" --seeds {self.seeds}" if self.script == "experiments.mislabel" else ""
+        tail += f" {self.args}" if self.args else ""
+        return f"python -m {self.script} --config {self.config} --workdir {self.workdir}{tail}"
 
 
 def _registry() -> list[Experiment]:
@@ -169,6 +172,7 @@ def _registry() -> list[Experiment]:
             "configs/mislabel_sst2.py",
             "workdirs/mislabel_sst2",
             script="experiments.mislabel",
+            args="--retrain_fractions 0.2,0.4",
         )
     )
     out.append(
@@ -319,27 +323,46 @@ def _keep_earlier_seeds(found: dict[str, Any], snapshot: Path) -> dict[str, Any]
     if not snapshot.is_file() or "per_seed" not in found:
         return found
     earlier = io.read_json(snapshot)
-    per_seed = earlier.get("per_seed", {}) | found["per_seed"]
     seconds = earlier.get("stage_seconds", {}) | found["stage_seconds"]
-    order = sorted(per_seed, key=int)
-    return found | {
-        "per_seed": {s: per_seed[s] for s in order},
-        "stage_seconds": {s: seconds[s] for s in order if s in seconds},
-    }
+    merged = {"per_seed": earlier.get("per_seed", {}) | found["per_seed"]}
+    if "mislabel_per_seed" in found:
+        merged["mislabel_per_seed"] = mislabel_records(earlier) | found["mislabel_per_seed"]
+    seeds = sorted({s for table in merged.values() for s in table}, key=int)
+    merged = {k: {s: table[s] for s in seeds if s in table} for k, table in merged.items()}
+    return found | merged | {"stage_seconds": {s: seconds[s] for s in seeds if s in seconds}}
 
 
 def _harvest_mislabel(workdir: Path) -> dict[str, Any] | None:
-    path = workdir / "results" / "mislabel.json"
-    if not path.is_file():
+    """{"mislabel_per_seed": {seed: record}, ...} from ``<workdir>/seed_<s>/results/`` (as
+    ``experiments.mislabel --seeds`` leaves them) and ``<workdir>/results/`` (one run, its
+    config's seed)."""
+    found: dict[str, Path] = {}
+    single = workdir / "results"
+    if (single / "mislabel.json").is_file():
+        config = workdir / "config.json"
+        seed = str(io.read_json(config).get("seed", 0)) if config.is_file() else "0"
+        found[seed] = single
+    for d in sorted(workdir.glob("seed_*"), key=lambda p: p.name):
+        if d.name[5:].isdigit() and (d / "results" / "mislabel.json").is_file():
+            found[d.name[5:]] = d / "results"
+    if not found:
         return None
-    record = io.read_json(path)
+    order = sorted(found, key=int)
     return {
-        "mislabel": record,
-        "stage_seconds": {"0": _timings(workdir / "results")},
-        "plots_from": workdir / "results" if (workdir / "results").is_dir() else None,
+        "mislabel_per_seed": {s: io.read_json(found[s] / "mislabel.json") for s in order},
+        "stage_seconds": {s: _timings(found[s]) for s in order},
+        "plots_from": found[order[0]],
         "source": "mislabel.json",
         "per_seed": {},
     }
+
+
+def mislabel_records(record: dict) -> dict[str, dict]:
+    """{seed: mislabel record} of a snapshot (older snapshots hold one, seed 0's, as
+    ``"mislabel"``)."""
+    if "mislabel_per_seed" in record:
+        return record["mislabel_per_seed"]
+    return {"0": record["mislabel"]} if "mislabel" in record else {}
 
 
 # ---- render ----------------------------------------------------------------------------------
@@ -446,9 +469,12 @@ def render_experiment(e: Experiment, record: dict | None, level: str = "###") ->
     lines += ["```bash", e.command, "```", ""]
     if record is None:
         return lines + [f"*{NOT_RUN}.*", ""]
-    if "mislabel" in record:
-        extra = record["mislabel"].get("seconds", {})
-        after = "".join(f"; then {k} {v:.0f} s" for k, v in extra.items())
+    if mislabel_records(record):
+        extra: dict[str, list[float]] = {}
+        for m in mislabel_records(record).values():
+            for k, v in m.get("seconds", {}).items():
+                extra.setdefault(k, []).append(v)
+        after = "".join(f"; then {k} {np.mean(v):.0f} s" for k, v in extra.items())
         return lines + render_mislabel(record) + [f"Wall time: {_wall(record)}{after}.", ""]
     lines.append(
         f"Held-out test runs; {_seeds_line(record)}; wall time: {_wall(record)}; "
@@ -576,35 +602,58 @@ def summary_table(experiments: list[Experiment], records: dict[str, dict]) -> li
     ]
 
 
+def _mean_std(values: list[float], digits: int = 3) -> str:
+    """ "m" for one value, "m ± s" (s the std over seeds) for several."""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
+
+
+def _found_at(curve: dict, fraction: float) -> float:
+    checked = np.asarray(curve["checked"], np.float64)
+    return float(np.interp(fraction, checked, np.asarray(curve["found"], np.float64)))
+
+
 def render_mislabel(record: dict) -> list[str]:
-    m = record["mislabel"]
-    fractions = m.get("report_fractions", [0.1, 0.2, 0.3, 0.5])
+    per_seed = mislabel_records(record)
+    seeds = sorted(per_seed, key=int)
+    records = [per_seed[s] for s in seeds]
+    first = records[0]
+    fractions = first.get("report_fractions", [0.1, 0.2, 0.3, 0.5])
+    flipped = sorted({(m.get("flipped_total"), m.get("pool_size")) for m in records})
+    flips = "; ".join(f"{f} of {p}" for f, p in flipped)
     lines = [
-        f"{m.get('flipped_total')} of {m.get('pool_size')} pool labels flipped. Fraction of the "
-        "flipped labels found after checking the given fraction of the pool, most suspicious "
-        "first:",
+        f"{len(seeds)} seed(s) ({', '.join(seeds)}), each with its own pool, flipped labels, "
+        f"base model and runs; {flips} pool labels flipped. Fraction of the flipped labels "
+        "found after checking the given fraction of the pool, most suspicious first"
+        + (" (mean ± std over seeds):" if len(seeds) > 1 else ":"),
         "",
         "| ranking | " + " | ".join(f"{f:.0%} checked" for f in fractions) + " |",
         "|---" * (len(fractions) + 1) + "|",
     ]
-    for name, curve in m.get("curves", {}).items():
-        found = np.asarray(curve["found"], np.float64)
-        checked = np.asarray(curve["checked"], np.float64)
-        cells = [f"{np.interp(f, checked, found):.3f}" for f in fractions]
+    names = list(dict.fromkeys(n for m in records for n in m.get("curves", {})))
+    for name in names:
+        curves = [m["curves"][name] for m in records if name in m.get("curves", {})]
+        cells = [_mean_std([_found_at(c, f) for c in curves]) for f in fractions]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
-    if m.get("unavailable"):
-        for name, reason in m["unavailable"].items():
-            lines.append(f"- {name}: not available ({reason})")
-        lines.append("")
-    retrain = m.get("retrain")
-    if retrain:
+    random = next((n for n in names if n.startswith("random")), None)
+    if random and len(seeds) > 1:
+        lines += _against_random(records, names, random, fractions)
+    for m in records[:1]:
+        for name, reason in m.get("unavailable", {}).items():
+            lines += [f"- {name}: not available ({reason})", ""]
+    rows: dict[tuple[str, float], list[float]] = {}
+    for m in records:
+        for row in m.get("retrain", []):
+            rows.setdefault((row["ranking"], row["checked"]), []).append(row["accuracy"])
+    if rows:
         lines += ["Test accuracy after fixing the checked labels and retraining:", ""]
-        lines += ["| fixed by | checked | test accuracy |", "|---|---|---|"]
-        for row in retrain:
-            lines.append(f"| {row['ranking']} | {row['checked']:.0%} | {row['accuracy']:.3f} |")
+        lines += ["| fixed by | checked | test accuracy | seeds |", "|---|---|---|---|"]
+        for (ranking, checked), acc in rows.items():
+            lines.append(f"| {ranking} | {checked:.0%} | {_mean_std(acc)} | {len(acc)} |")
         lines.append("")
-        ends = {r["ranking"]: r["accuracy"] for r in retrain}
+        ends = {r: np.mean(a) for (r, _), a in rows.items()}
         if ends.get("all labels fixed", 1.0) <= ends.get("no fix", 0.0):
             lines += [
                 "Fixing every label does not raise the test accuracy here, so this retraining "
@@ -615,8 +664,30 @@ def render_mislabel(record: dict) -> list[str]:
         lines += ["Retraining after fixing the checked labels: not run yet.", ""]
     for p in record.get("plots", []):
         if Path(p).name.startswith("mislabel"):
-            lines += [f"![{Path(p).stem}]({p})", ""]
+            lines += [f"![{Path(p).stem}]({p}) (first seed)", ""]
     return lines
+
+
+def _against_random(records: list[dict], names: list[str], random: str, fractions) -> list[str]:
+    """Each ranking minus the random one, paired by seed: the mean difference in the fraction
+    found, its std over seeds, and the seeds where the ranking found more."""
+    lines = [
+        f"Each ranking minus {random}, paired by seed (mean ± std over seeds; k/n: seeds "
+        "where the ranking found more):",
+        "",
+        "| ranking | " + " | ".join(f"{f:.0%} checked" for f in fractions) + " |",
+        "|---" * (len(fractions) + 1) + "|",
+    ]
+    for name in names:
+        if name == random:
+            continue
+        both = [m["curves"] for m in records if name in m["curves"] and random in m["curves"]]
+        cells = []
+        for f in fractions:
+            diff = [_found_at(c[name], f) - _found_at(c[random], f) for c in both]
+            cells.append(f"{_mean_std(diff, 3)} ({sum(d > 0 for d in diff)}/{len(diff)})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def ablation_table(experiments: list[Experiment], records: dict[str, dict]) -> list[str]:

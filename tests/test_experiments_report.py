@@ -158,11 +158,55 @@ def test_mislabel_record_renders(tmp_path):
     text = report.render(tmp_path, report.EXPERIMENTS, report.SNAPSHOTS)
     assert "40 of 100 pool labels flipped" in text
     assert "| GPTfluence self-influence | 0.800 |" in text
-    assert "| TracIn self-influence | 20% | 0.650 |" in text
+    assert "| TracIn self-influence | 20% | 0.650 | 1 |" in text
     assert "cannot tell the rankings apart" in text  # the oracle fix gains nothing here
     assert "then rankings 12 s; then retrain 30 s." in text
     assert "![mislabel_curve](experiments/results/mislabel_sst2/mislabel_curve.png)" in text
     assert (tmp_path / report.SNAPSHOTS / "mislabel_sst2" / "mislabel_curve.png").is_file()
+
+
+def test_mislabel_seeds_are_summarised_and_paired_with_random(tmp_path):
+    """Seeds from ``--seeds`` workdirs join an earlier snapshot's seed; each cell is the mean
+    ± std over seeds, and each ranking is compared with random seed by seed."""
+    root = tmp_path / "workdirs" / "mislabel_sst2"
+
+    def write(results: Path, found: float, rand: float, acc: float) -> None:
+        results.mkdir(parents=True)
+        record = {
+            "pool_size": 100,
+            "flipped_total": 40,
+            "report_fractions": [0.5],
+            "curves": {
+                "GPTfluence self-influence": {"checked": [0, 0.5, 1], "found": [0, found, 1]},
+                "random (10 shuffles)": {"checked": [0, 0.5, 1], "found": [0, rand, 1]},
+            },
+            "retrain": [
+                {"ranking": "no fix", "checked": 0.0, "accuracy": 0.5},
+                {"ranking": "all labels fixed", "checked": 1.0, "accuracy": acc},
+            ],
+        }
+        (results / "mislabel.json").write_text(json.dumps(record))
+
+    write(root / "results", 0.8, 0.5, 0.7)  # an earlier single run: the config's seed 0
+    report.harvest(tmp_path, report.EXPERIMENTS, report.SNAPSHOTS)
+    for child in sorted((root / "results").iterdir()):
+        child.unlink()
+    (root / "results").rmdir()
+    write(root / "seed_1" / "results", 0.6, 0.5, 0.9)
+    write(root / "seed_2" / "results", 0.4, 0.5, 0.8)
+    report.harvest(tmp_path, report.EXPERIMENTS, report.SNAPSHOTS)
+    snapshot = json.loads((tmp_path / report.SNAPSHOTS / "mislabel_sst2.json").read_text())
+    assert list(snapshot["mislabel_per_seed"]) == ["0", "1", "2"]
+    text = report.render(tmp_path, report.EXPERIMENTS, report.SNAPSHOTS)
+    assert "3 seed(s) (0, 1, 2)" in text
+    found = [0.8, 0.6, 0.4]
+    assert f"| GPTfluence self-influence | {np.mean(found):.3f} ± {np.std(found):.3f} |" in text
+    diff = [0.3, 0.1, -0.1]
+    assert f"| GPTfluence self-influence | {np.mean(diff):.3f} ± {np.std(diff):.3f} (2/3) |" in text
+    acc = [0.7, 0.9, 0.8]
+    assert f"| all labels fixed | 100% | {np.mean(acc):.3f} ± {np.std(acc):.3f} | 3 |" in text
+    assert "cannot tell the rankings apart" not in text
+    assert "--seeds 0,1,2 --retrain_fractions 0.2,0.4" in text
 
 
 def test_check_flags_a_stale_file(repo, capsys):

@@ -112,7 +112,8 @@ def main(argv: list[str]) -> None:
     run_reporting_errors(lambda: _run(f.seeds, f.workdir, f.out), debug=f.debug)
 
 
-def _run(seeds_flag: str, workdir: str, out: str) -> None:
+def parse_seeds(seeds_flag: str) -> list[int]:
+    """The ``--seeds`` flag ("0,1,2") as integers; ValueError naming the flag otherwise."""
     try:
         seeds = [int(s) for s in seeds_flag.split(",") if s.strip()]
     except ValueError:
@@ -121,7 +122,11 @@ def _run(seeds_flag: str, workdir: str, out: str) -> None:
         ) from None
     if not seeds:
         raise ValueError("--seeds: give at least one seed")
-    record = run_seeds(_CONFIG.value, seeds, workdir)
+    return seeds
+
+
+def _run(seeds_flag: str, workdir: str, out: str) -> None:
+    record = run_seeds(_CONFIG.value, parse_seeds(seeds_flag), workdir)
     io.atomic_write_json(out, record)
     print(seeds_table(record), file=sys.stdout)
 
