@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from experiments import orderings
 from gptjax import io
 
 REPO = Path(__file__).resolve().parent.parent
@@ -588,8 +589,9 @@ def summary_table(experiments: list[Experiment], records: dict[str, dict]) -> li
         "## Summary: which of the paper's orderings hold here",
         "",
         "Loss, held-out test runs, means over seeds (the sections below give spreads). The "
-        "paper reports GPTfluence below Simfluence, and both far below TracIn-CP and Grad-Dot, "
-        "in all-steps MSE on every task; it does not report the mean-trajectory baseline. The "
+        "paper reports GPTfluence below Simfluence on every task and, in instruction tuning, "
+        "below TracIn-CP and Grad-Dot (with TracIn-CP below Simfluence); it does not report "
+        "the mean-trajectory baseline. The "
         "columns `A < B` count the seeds where A's all-steps MSE is the lower. `kernel` is "
         "the GPTfluence recurrence on the mean trajectory driven by a gradient kernel alone "
         "(`gradient_kernel`, [docs/simulator.md](docs/simulator.md)), added after the "
@@ -600,6 +602,25 @@ def summary_table(experiments: list[Experiment], records: dict[str, dict]) -> li
         *lines,
         "",
     ]
+
+
+# The main tables whose seeds the reading pools, per base model.
+READING_GROUPS = {
+    "small GPT-NeoX (CPU protocol)": ("Fine-tuning", "Instruction tuning"),
+    "SmolLM2-135M (partial FT)": ("SmolLM2-135M (real pretrained LM, partial fine-tuning)",),
+}
+
+
+def reading_section(experiments: list[Experiment], records: dict[str, dict]) -> list[str]:
+    groups = {
+        group: [
+            records[e.key]["per_seed"]
+            for e in experiments
+            if e.section in sections and "per_seed" in records.get(e.key, {})
+        ]
+        for group, sections in READING_GROUPS.items()
+    }
+    return orderings.section(groups, METHODS)
 
 
 def _mean_std(values: list[float], digits: int = 3) -> str:
@@ -917,6 +938,7 @@ def render(repo: Path, experiments: list[Experiment], snapshots: Path) -> str:
         "",
     ]
     lines += summary_table(experiments, records)
+    lines += reading_section(experiments, records)
     for section, members in sections.items():
         lines += [f"## {section}", ""]
         if section.startswith("Ablation"):
