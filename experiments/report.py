@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments import orderings
+from experiments import figures, orderings
 from gptjax import io
 
 REPO = Path(__file__).resolve().parent.parent
@@ -921,12 +921,51 @@ Simfluence 0.026 / 0.931, GPTfluence 0.015 / 0.933.
 """
 
 
-def render(repo: Path, experiments: list[Experiment], snapshots: Path) -> str:
+def load_records(repo: Path, experiments: list[Experiment], snapshots: Path) -> dict[str, dict]:
     records = {}
     for e in experiments:
         path = repo / snapshots / f"{e.key}.json"
         if path.is_file():
             records[e.key] = io.read_json(path)
+    return records
+
+
+def _curve_path(snapshots: Path, members: list[Experiment]) -> Path:
+    """Where an ablation's curve lives: beside its variants' snapshots."""
+    return snapshots / members[0].key.split("/")[0] / figures.CURVE_NAME
+
+
+def write_ablation_curves(repo: Path, experiments: list[Experiment], snapshots: Path) -> None:
+    """One PNG per ablation with results: GPTfluence, the kernel simulator and the mean
+    trajectory's all-steps MSE (mean ± std over seeds) against the ablated setting."""
+    records = load_records(repo, experiments, snapshots)
+    families: dict[str, list[Experiment]] = {}
+    for e in experiments:
+        if e.section.startswith("Ablation"):
+            families.setdefault(e.section, []).append(e)
+    for section, members in families.items():
+        if not any(e.key in records for e in members):
+            continue
+        series: dict[str, list[figures.Point]] = {}
+        for method in ("gptfluence", KERNEL, "mean_trajectory"):
+            points: list[figures.Point] = []
+            for e in members:
+                loss = (
+                    summarise(records[e.key]["per_seed"]).get("loss", {})
+                    if e.key in records
+                    else {}
+                )
+                mse = loss.get(method, {}).get("mse_mean")
+                points.append((mse[0], mse[1]) if mse else None)
+            series[METHODS[method]] = points
+        title = section.removeprefix("Ablation: ")
+        figures.ablation_curve(
+            repo / _curve_path(snapshots, members), title, [e.label for e in members], series
+        )
+
+
+def render(repo: Path, experiments: list[Experiment], snapshots: Path) -> str:
+    records = load_records(repo, experiments, snapshots)
     lines = [HEADER]
     sections: dict[str, list[Experiment]] = {}
     for e in experiments:
@@ -948,6 +987,9 @@ def render(repo: Path, experiments: list[Experiment], snapshots: Path) -> str:
                 "",
             ]
             lines += ablation_table(members, records)
+            if any(e.key in records for e in members):
+                curve = _curve_path(snapshots, members).as_posix()
+                lines += [f"![ablation curve]({curve}) (bars: std over seeds)", ""]
         waiting = []
         for e in members:
             if section.startswith("Ablation") and e.key not in records:
@@ -988,6 +1030,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_harvest:
         done = harvest(repo, experiments, SNAPSHOTS)
         print(f"harvested {len(done)} experiment(s): {', '.join(done) or 'none'}")
+    write_ablation_curves(repo, experiments, SNAPSHOTS)
     io.atomic_write_text(out, render(repo, experiments, SNAPSHOTS))
     print(f"wrote {out}")
     return 0

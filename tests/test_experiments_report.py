@@ -136,6 +136,33 @@ def test_ablation_summary_lists_every_variant(tmp_path):
         assert f"--config configs/ablation_markov_order.py:{n} " in section
 
 
+def test_ablation_curves_are_drawn_for_ablations_with_results(tmp_path, monkeypatch):
+    write_seed(tmp_path / "workdirs" / "ablation_markov_order" / "order_3", 0, 0.05)
+    write_seed(tmp_path / "workdirs" / "ablation_markov_order" / "order_3", 1, 0.07)
+    drawn = {}
+
+    def record(path, title, variants, series):
+        drawn[title] = (path, variants, series)
+
+    monkeypatch.setattr(report.figures, "ablation_curve", record)
+    assert report.main(["--repo", str(tmp_path)]) == 0
+    assert set(drawn) == {"Markov order"}  # the other ablations have no results
+    path, variants, series = drawn["Markov order"]
+    assert path == tmp_path / "experiments/results/ablation_markov_order/ablation_curve.png"
+    assert variants == ["n = 1", "n = 2", "n = 3", "n = 5", "n = 10"]
+    assert series["GPTfluence"][:2] == [None, None]
+    assert series["GPTfluence"][2] == pytest.approx((0.06, 0.01))  # mean, std over seeds
+    text = (tmp_path / "EXPERIMENTS.md").read_text()
+    link = "![ablation curve](experiments/results/ablation_markov_order/ablation_curve.png)"
+    assert text.count("![ablation curve]") == 1 and link in text
+
+
+def test_ablation_curve_png_is_written(tmp_path):
+    path = tmp_path / "curve.png"
+    report.figures.ablation_curve(path, "t", ["a", "b"], {"m": [(0.1, 0.01), None]})
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_mislabel_record_renders(tmp_path):
     results = tmp_path / "workdirs" / "mislabel_sst2" / "results"
     results.mkdir(parents=True)
