@@ -254,15 +254,15 @@ def harvest_workdir(workdir: Path) -> dict[str, Any] | None:
         (p for p in workdir.glob("seed_*") if p.is_dir() and p.name[5:].lstrip("-").isdigit()),
         key=lambda p: int(p.name[5:]),
     )
-    per_seed, seconds, plots_from = {}, {}, None
+    per_seed, seconds = {}, {}
     for d in seed_dirs:
         rows = _rows_of(d / "results")
         if rows:
             per_seed[d.name[5:]] = rows
             seconds[d.name[5:]] = _timings(d / "results")
-            plots_from = plots_from or d / "results"
     if per_seed:
-        return _record(per_seed, seconds, plots_from, "seed workdirs")
+        first = next(iter(per_seed))
+        return _record(per_seed, seconds, workdir / f"seed_{first}" / "results", "seed workdirs")
     sweep = workdir / "seeds.json"
     if sweep.is_file():
         return _record(io.read_json(sweep)["per_seed"], {}, None, "seeds.json")
@@ -279,8 +279,18 @@ def _record(per_seed, seconds, plots_from, source="workdir") -> dict[str, Any]:
         "per_seed": per_seed,
         "stage_seconds": seconds,
         "plots_from": plots_from,
+        "plots_seed": next(iter(per_seed)) if plots_from is not None else None,
         "source": source,
     }
+
+
+def plots_seed(record: dict) -> str | None:
+    """The seed whose plots a snapshot holds (older snapshots: their lowest seed, the one
+    harvesting then copied)."""
+    if "plots_seed" in record:
+        return record["plots_seed"]
+    seeds = list(record.get("per_seed") or mislabel_records(record))
+    return min(seeds, key=int) if seeds and record.get("plots") else None
 
 
 def harvest(repo: Path, experiments: list[Experiment], snapshots: Path) -> list[str]:
@@ -294,10 +304,23 @@ def harvest(repo: Path, experiments: list[Experiment], snapshots: Path) -> list[
             found = harvest_workdir(workdir) if workdir.is_dir() else None
         if found is None:
             continue
-        found = _keep_earlier_seeds(found, repo / snapshots / f"{e.key}.json")
+        snapshot = repo / snapshots / f"{e.key}.json"
+        earlier = io.read_json(snapshot) if snapshot.is_file() else {}
+        workdir_seeds = set(found["per_seed"]) | set(found.get("mislabel_per_seed", {}))
+        found = _keep_earlier_seeds(found, snapshot)
         target = repo / snapshots / e.key
         plots = []
         source = found.pop("plots_from")
+        kept = plots_seed(earlier)
+        if (
+            source is not None
+            and kept is not None
+            and kept not in workdir_seeds
+            and int(kept) < int(found["plots_seed"])
+        ):
+            # The earlier snapshot's plots come from a lower seed whose workdir has gone:
+            # keep them (the plots stay those of the lowest seed).
+            source, plots, found["plots_seed"] = None, list(earlier["plots"]), kept
         if source is not None:
             if target.is_dir():
                 shutil.rmtree(target)
@@ -353,6 +376,7 @@ def _harvest_mislabel(workdir: Path) -> dict[str, Any] | None:
         "mislabel_per_seed": {s: io.read_json(found[s] / "mislabel.json") for s in order},
         "stage_seconds": {s: _timings(found[s]) for s in order},
         "plots_from": found[order[0]],
+        "plots_seed": order[0],
         "source": "mislabel.json",
         "per_seed": {},
     }
@@ -490,7 +514,7 @@ def render_experiment(e: Experiment, record: dict | None, level: str = "###") ->
                 lines += [said, ""]
     if record.get("plots"):
         links = ", ".join(f"[{Path(p).name}]({p})" for p in record["plots"])
-        lines += [f"Plots (first seed, first test run): {links}", ""]
+        lines += [f"Plots (seed {plots_seed(record)}, first test run): {links}", ""]
     return lines
 
 
@@ -685,7 +709,7 @@ def render_mislabel(record: dict) -> list[str]:
         lines += ["Retraining after fixing the checked labels: not run yet.", ""]
     for p in record.get("plots", []):
         if Path(p).name.startswith("mislabel"):
-            lines += [f"![{Path(p).stem}]({p}) (first seed)", ""]
+            lines += [f"![{Path(p).stem}]({p}) (seed {plots_seed(record)})", ""]
     return lines
 
 

@@ -335,3 +335,24 @@ def test_harvest_keeps_earlier_seeds_whose_workdirs_are_gone(repo):
     assert snapshot["stage_seconds"]["3"]["collect"] == 103.0
     section = sst2_section(report.render(repo, report.EXPERIMENTS, report.SNAPSHOTS))
     assert "4 seed(s) (0, 1, 2, 3)" in section
+    # Seed 0's plots stay: its workdir is gone, and the plots are the lowest seed's.
+    assert snapshot["plots_seed"] == "0"
+    png = repo / report.SNAPSHOTS / "finetune_sst2" / "simulators_loss.png"
+    assert png.read_bytes() == b"\x89PNG fake"
+    assert "Plots (seed 0, first test run)" in section
+
+
+def test_harvest_takes_the_plots_of_a_lower_seed_that_appears(repo):
+    wd = repo / "workdirs" / "finetune_sst2"
+    for seed in (0, 1):
+        for f in sorted((wd / f"seed_{seed}").rglob("*"), reverse=True):
+            f.unlink() if f.is_file() else f.rmdir()
+        (wd / f"seed_{seed}").rmdir()
+    report.harvest(repo, report.EXPERIMENTS, report.SNAPSHOTS)  # seed 2 only
+    write_seed(wd, 0, 0.10)
+    (wd / "seed_0" / "results" / "simulators_loss.png").write_bytes(b"\x89PNG seed 0")
+    report.harvest(repo, report.EXPERIMENTS, report.SNAPSHOTS)
+    snapshot = json.loads((repo / report.SNAPSHOTS / "finetune_sst2.json").read_text())
+    assert snapshot["plots_seed"] == "0"
+    png = repo / report.SNAPSHOTS / "finetune_sst2" / "simulators_loss.png"
+    assert png.read_bytes() == b"\x89PNG seed 0"
