@@ -507,7 +507,11 @@ def render_experiment(e: Experiment, record: dict | None, level: str = "###") ->
     )
     lines.append("")
     for metric, methods in sorted(summarise(record["per_seed"]).items()):
-        lines += [f"**{metric}**", "", method_table(methods)]
+        have = [s for s, rows in record["per_seed"].items() if metric in rows]
+        only = ""
+        if len(have) < len(record["per_seed"]):
+            only = f" (seed(s) {', '.join(have)} only: the others did not record it)"
+        lines += [f"**{metric}**{only}", "", method_table(methods)]
         for method in ("gptfluence", KERNEL):
             said = reading(record["per_seed"], metric, method)
             if said:

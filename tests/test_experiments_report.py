@@ -356,3 +356,14 @@ def test_harvest_takes_the_plots_of_a_lower_seed_that_appears(repo):
     assert snapshot["plots_seed"] == "0"
     png = repo / report.SNAPSHOTS / "finetune_sst2" / "simulators_loss.png"
     assert png.read_bytes() == b"\x89PNG seed 0"
+
+
+def test_a_metric_recorded_by_some_seeds_only_says_which(repo):
+    wd = repo / "workdirs" / "finetune_sst2" / "seed_0" / "results"
+    rows = json.loads((wd / "simulators.json").read_text())
+    rows["results"]["rougeL"] = {"gptfluence": row(0.01, 0.001, 0.5)}
+    (wd / "simulators.json").write_text(json.dumps(rows))
+    report.harvest(repo, report.EXPERIMENTS, report.SNAPSHOTS)
+    section = sst2_section(report.render(repo, report.EXPERIMENTS, report.SNAPSHOTS))
+    assert "**rougeL** (seed(s) 0 only: the others did not record it)" in section
+    assert "**loss**\n" in section
