@@ -39,6 +39,13 @@ def test_ratio_and_interval_are_the_paired_t_interval_of_the_log_ratios():
     assert high == pytest.approx(math.exp(want.mean() + half))
 
 
+def test_sign_test_is_the_two_sided_binomial():
+    assert orderings.sign_test(6, 6) == pytest.approx(2 / 2**6)
+    assert orderings.sign_test(0, 6) == pytest.approx(2 / 2**6)
+    assert orderings.sign_test(3, 6) == pytest.approx(1.0)
+    assert orderings.sign_test(5, 6) == pytest.approx(2 * 7 / 2**6)
+
+
 def test_pairs_without_both_figures_are_skipped():
     a = seeds(gptfluence=[0.1, 0.2], simfluence=[0.3, float("nan")])
     a["0"]["loss"]["grad_dot"] = {"mse_mean": 1.0, "not_applicable": True}
@@ -73,7 +80,9 @@ def test_section_rows_and_lowest_method_per_base_model():
         ("smol", "gptfluence < mean_trajectory"),
     }
     assert rows["small", "gptfluence < simfluence"].rstrip().endswith("| holds |")
-    assert "| 3 | 3 |" in rows["small", "gptfluence < simfluence"]
+    # 3 of 3 pairs: two-sided sign test p = 2 / 2**3.
+    assert "| 3 | 3 | 0.25 |" in rows["small", "gptfluence < simfluence"]
+    assert "| 3 | 0 | 0.25 |" in rows["smol", "gptfluence < mean_trajectory"]
     assert rows["smol", "gptfluence < mean_trajectory"].rstrip().endswith("| reversed |")
     assert "lowest all-steps MSE: mean_trajectory 3 (pairs)" in text
     assert "final-step ρ 0.910 (mean of 3 pairs" in text
