@@ -44,6 +44,43 @@ from benchmarks.model_step import pin_threads
 PROTOCOL_RUNS, PROTOCOL_STEPS, PROTOCOL_TEST = 32, 24, 64
 
 
+def time_collect(model, pool: dict, name: str, spec, test: dict) -> dict:
+    """Collect two groups of ``spec.runs_per_device`` runs into a temporary store and time them:
+    the first group includes compilation (and the prefix cache), the second is the steady
+    state. Returns the row the collection benchmarks tabulate (seconds per run-step of the
+    second group, the overheads, the trajectories ``y``)."""
+    from gptjax.collect.runner import collect
+    from gptjax.store import RunStore
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = RunStore(Path(tmp) / "runs")
+        start = time.perf_counter()
+        collect(store, spec, model, pool, test, pool_size=len(pool["input_ids"]), progress=False)
+        wall = time.perf_counter() - start
+        walls = [
+            json.loads(store.timing_file(r).read_text())["wall_s"]
+            for r in (0, spec.runs_per_device)
+        ]
+        y = store.load(spec.num_runs).metrics["loss"]
+    run_steps = spec.runs_per_device * spec.num_steps
+    row = {
+        "name": name,
+        "s_per_run_step": walls[1] / run_steps,
+        "first_group_s": walls[0],
+        "setup_s": wall - sum(walls),  # prefix cache, initial evaluation, compile of it
+        "overhead_s": walls[0] - walls[1] + (wall - sum(walls)),
+        "y": y,
+        "spec": spec,
+        "n_test": len(test["input_ids"]),
+    }
+    print(
+        f"{name}: {row['s_per_run_step']:.3f} s per run-step "
+        f"(first group {walls[0]:.1f} s, total {wall:.1f} s)",
+        flush=True,
+    )
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=2, help="runs per group (vmapped)")
@@ -67,11 +104,10 @@ def main() -> None:
 
     from benchmarks.torch_loop import torch_collect
     from gptjax import paths
-    from gptjax.collect.runner import CollectSpec, collect
+    from gptjax.collect.runner import CollectSpec
     from gptjax.collect.train_step import make_schedule
     from gptjax.models.gguf_loading import load_gguf
     from gptjax.models.hf_loading import save_hf_model
-    from gptjax.store import RunStore
     from gptjax.tasks import build_pools, tokenize_examples
 
     torch.set_num_threads(args.threads)
@@ -94,39 +130,6 @@ def main() -> None:
         flush=True,
     )
 
-    def run_jax(name: str, spec: CollectSpec, test: dict) -> dict:
-        """Two groups of spec.runs_per_device runs: the first includes compilation (and the
-        prefix cache), the second is the steady state."""
-        with tempfile.TemporaryDirectory() as tmp:
-            store = RunStore(Path(tmp) / "runs")
-            start = time.perf_counter()
-            collect(
-                store, spec, model, pool, test, pool_size=len(pool["input_ids"]), progress=False
-            )
-            wall = time.perf_counter() - start
-            walls = [
-                json.loads(store.timing_file(r).read_text())["wall_s"]
-                for r in (0, spec.runs_per_device)
-            ]
-            y = store.load(spec.num_runs).metrics["loss"]
-        run_steps = spec.runs_per_device * spec.num_steps
-        row = {
-            "name": name,
-            "s_per_run_step": walls[1] / run_steps,
-            "first_group_s": walls[0],
-            "setup_s": wall - sum(walls),  # prefix cache, initial evaluation, compile of it
-            "overhead_s": walls[0] - walls[1] + (wall - sum(walls)),
-            "y": y,
-            "spec": spec,
-            "n_test": len(test["input_ids"]),
-        }
-        print(
-            f"{name}: {row['s_per_run_step']:.3f} s per run-step "
-            f"(first group {walls[0]:.1f} s, total {wall:.1f} s)",
-            flush=True,
-        )
-        return row
-
     base = CollectSpec(
         seed=0,
         batch_size=4,
@@ -138,8 +141,12 @@ def main() -> None:
     full_spec = dataclasses.replace(
         base, num_runs=2 * args.runs, subset_size=4 * args.steps, runs_per_device=args.runs
     )
-    full = run_jax("gptjax full fine-tuning, fp32, eval every step (N=32)", full_spec, test32)
-    padded = run_jax(
+    full = time_collect(
+        model, pool, "gptjax full fine-tuning, fp32, eval every step (N=32)", full_spec, test32
+    )
+    padded = time_collect(
+        model,
+        pool,
         "  the same, every sequence at its padded length (eval_buckets=0)",
         dataclasses.replace(full_spec, eval_buckets=0),
         test32,
@@ -189,11 +196,17 @@ def main() -> None:
         train_layers=args.train_layers,
     )
     k = args.train_layers
-    partial = run_jax(f"partial (top {k} blocks), fp32, eval every step", fast_base, test64)
+    partial = time_collect(
+        model, pool, f"partial (top {k} blocks), fp32, eval every step", fast_base, test64
+    )
     every_spec = dataclasses.replace(fast_base, eval_every=args.eval_every)
-    every = run_jax(f"partial (top {k}), fp32, eval every {args.eval_every}", every_spec, test64)
+    every = time_collect(
+        model, pool, f"partial (top {k}), fp32, eval every {args.eval_every}", every_spec, test64
+    )
     bf16_spec = dataclasses.replace(every_spec, compute_dtype="bfloat16")
-    bf16 = run_jax(f"partial (top {k}), bf16, eval every {args.eval_every}", bf16_spec, test64)
+    bf16 = time_collect(
+        model, pool, f"partial (top {k}), bf16, eval every {args.eval_every}", bf16_spec, test64
+    )
     bf16["deviation"] = float(np.nanmax(np.abs(bf16["y"] - every["y"])))
     bf16_safe = bf16["deviation"] <= args.bf16_tolerance
     candidates = [partial, every] + ([bf16] if bf16_safe else [])

@@ -1,7 +1,8 @@
 """One AdamW training step of a Pythia-style model: gptjax (JAX/Flax NNX) vs transformers
-(PyTorch), on the same CPU threads, in one process.
+(PyTorch), on the same CPU threads (or, with ``--device gpu``, the same GPU), in one process.
 
-Model: pythia_style() (GPT-NeoX, d_model 256, 4 layers, 4 heads, vocab 50304). Batch 8 x 128
+Model: pythia_style() (GPT-NeoX, d_model 256, 4 layers, 4 heads, vocab 50304; other shapes with
+--hidden_size / --num_layers / --num_heads). Batch 8 x 128
 tokens; the loss covers the last 16 tokens of each sequence (a fine-tuning target). Both sides:
 forward + backward + AdamW update (lr 1e-4, weight decay 0.01), the same initial weights.
 
@@ -10,9 +11,11 @@ gptjax gathers the hidden states at the 16 target positions before the unembeddi
 computes logits everywhere (as its training loop does). The table also times transformers with
 ``logits_to_keep=17``, which restricts its unembedding the same way, for an apples-to-apples
 ratio. FLOPs are counted per side for what runs (see ``step_flops``); the peak is the faster of
-a jitted jax and a torch 2048 x 2048 float32 matmul, timed in the same run.
+a jitted jax and a torch 2048^3 float32 matmul (8192^3 on a GPU), timed in the same run.
 
 Usage: python -m benchmarks.model_step [--steps 10] [--threads 2]
+       JAX_PLATFORMS=cuda python -m benchmarks.model_step --device gpu --hidden_size 768 \
+           --num_layers 12 --num_heads 12          # Pythia-160M shape, both sides on the GPU
 The last line printed is JSON.
 """
 
@@ -60,9 +63,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per framework")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        choices=("cpu", "gpu"),
+        help="gpu: JAX on its default accelerator and torch on cuda (both sides on the GPU)",
+    )
+    parser.add_argument("--hidden_size", type=int, default=256)
+    parser.add_argument("--num_layers", type=int, default=4)
+    parser.add_argument("--num_heads", type=int, default=4)
     args = parser.parse_args()
     pin_threads(args.threads)
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    if args.device == "cpu":
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
     import jax
     import jax.numpy as jnp
@@ -79,7 +92,15 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
-    cfg = pythia_style()
+    cfg = pythia_style(
+        hidden_size=args.hidden_size, num_layers=args.num_layers, num_heads=args.num_heads
+    )
+    dev = torch.device("cuda" if args.device == "gpu" else "cpu")
+
+    def sync() -> None:  # torch's GPU calls return before the work is done
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
     model = init_model(cfg, seed=0)
 
     rng = np.random.default_rng(0)
@@ -124,10 +145,10 @@ def main() -> None:
     missing, unexpected = tmodel.load_state_dict(weights, strict=False)
     if [m for m in missing if "rotary" not in m] or unexpected:
         sys.exit(f"weight transfer failed: missing {missing}, unexpected {unexpected}")
-    tmodel.train()
+    tmodel.to(dev).train()
     topt = torch.optim.AdamW(tmodel.parameters(), lr=1e-4, weight_decay=0.01)
-    t_ids = torch.tensor(ids, dtype=torch.long)
-    labels = torch.full((BATCH, SEQ), -100, dtype=torch.long)
+    t_ids = torch.tensor(ids, dtype=torch.long, device=dev)
+    labels = torch.full((BATCH, SEQ), -100, dtype=torch.long, device=dev)
     labels[:, SEQ - TARGETS :] = t_ids[:, SEQ - TARGETS :]
 
     def torch_step(keep: int | None):
@@ -146,18 +167,23 @@ def main() -> None:
         return loss.item()
 
     # Same starting loss on both sides (same weights, same targets) before any update.
+    # The check runs in full float32 on both sides; on a GPU both then time with TF32 matmuls
+    # (JAX's default there; torch's opt-in), so neither side gets the cheaper arithmetic alone.
+    torch.backends.cuda.matmul.allow_tf32 = False
     with torch.no_grad():
         t_loss0 = float(tmodel(input_ids=t_ids, labels=labels).loss)
-    j_loss0 = float(jax.jit(loss_fn)(params, batch))
+    with jax.default_matmul_precision("highest"):
+        j_loss0 = float(jax.jit(loss_fn)(params, batch))
+    torch.backends.cuda.matmul.allow_tf32 = dev.type == "cuda"
     assert abs(t_loss0 - j_loss0) < 1e-3, (t_loss0, j_loss0)
 
-    # ---- Peak: a jitted 2048 x 2048 float32 matmul on the same threads.
-    n = 2048
+    # ---- Peak: a jitted float32 matmul on the same threads (8192^3 on a GPU).
+    n = 8192 if args.device == "gpu" else 2048
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
     mm = jax.jit(lambda x, y: x @ y)
 
-    ta, tb = torch.from_numpy(np.asarray(a)), torch.from_numpy(np.asarray(b))
+    ta, tb = (torch.from_numpy(np.asarray(x)).to(dev) for x in (a, b))
 
     def time_matmul() -> float:
         t0 = time.perf_counter()
@@ -167,6 +193,7 @@ def main() -> None:
     def time_torch_matmul() -> float:
         t0 = time.perf_counter()
         torch.mm(ta, tb)
+        sync()
         return time.perf_counter() - t0
 
     state = {"p": params, "s": opt_state}
@@ -180,6 +207,7 @@ def main() -> None:
     def time_torch(keep: int | None) -> float:
         t0 = time.perf_counter()
         torch_step(keep)
+        sync()
         return time.perf_counter() - t0
 
     benches = {
@@ -201,7 +229,7 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
 
     tokens = BATCH * SEQ
-    # The machine's peak: the faster of the two frameworks' 2048^3 float32 matmuls.
+    # The machine's peak: the faster of the two frameworks' n^3 float32 matmuls.
     jax_mm, torch_mm = (2.0 * n**3 / med[k] / 1e9 for k in ("peak", "torch_peak"))
     peak = max(jax_mm, torch_mm)
     flops = {
@@ -218,7 +246,8 @@ def main() -> None:
         total = sum(flops[name].values())
         rows.append((label, med[name], tokens / med[name], total / 1e9, total / med[name] / 1e9))
     print(f"pythia_style(): {cfg.num_params() / 1e6:.1f}M params; batch {BATCH} x {SEQ}, loss on "
-          f"the last {TARGETS} tokens; {args.threads} threads (jax {jax.__version__}, torch "
+          f"the last {TARGETS} tokens; {jax.devices()[0].device_kind} / torch {dev.type}, "
+          f"{args.threads} threads (jax {jax.__version__}, torch "
           f"{torch.__version__}); median of {args.steps} steps")  # fmt: skip
     print(
         f"{'':36s} {'step ms':>9s} {'tokens/s':>10s} {'GFLOP':>7s} {'GFLOP/s':>8s} {'of peak':>8s}"
@@ -226,8 +255,8 @@ def main() -> None:
     for label, t, tps, gf, gfs in rows:
         print(f"{label:36s} {t * 1e3:9.1f} {tps:10.0f} {gf:7.2f} {gfs:8.1f} {gfs / peak:8.0%}")
     for key, label, gfs in [
-        ("peak", "jax jit matmul 2048^3 f32", jax_mm),
-        ("torch_peak", "torch matmul 2048^3 f32", torch_mm),
+        ("peak", f"jax jit matmul {n}^3 f32", jax_mm),
+        ("torch_peak", f"torch matmul {n}^3 f32", torch_mm),
     ]:
         print(f"{label:36s} {med[key] * 1e3:9.1f} {'':10s} {2 * n**3 / 1e9:7.2f} {gfs:8.1f} "
               f"{gfs / peak:8.0%}")  # fmt: skip
@@ -247,6 +276,8 @@ def main() -> None:
         "gflops": round(jax_gflops, 2),
         "peak_gflops": round(peak, 2),
         "torch_logits_to_keep_tokens_per_s": round(tokens / med["torch_keep"], 1),
+        "device": args.device,
+        "params_m": round(cfg.num_params() / 1e6, 1),
     }
     print(json.dumps(result))
 

