@@ -38,7 +38,8 @@ def step_flops(num_params: int, train_tokens: int, eval_tokens: int) -> float:
     return 6.0 * num_params * train_tokens + 2.0 * num_params * eval_tokens
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line (experiments/device_runs.py reads logged commands with it)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=8, help="runs per group (vmapped)")
     p.add_argument("--steps", type=int, default=8, help="steps per run")
@@ -50,7 +51,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval_chunk", type=int, default=64)
     p.add_argument("--data_root", default=None)
     p.add_argument("--skip_bf16", action="store_true")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
     import jax

@@ -74,6 +74,7 @@ def main() -> None:
     parser.add_argument("--num_heads", type=int, default=4)
     args = parser.parse_args()
     pin_threads(args.threads)
+    started = time.perf_counter()
     if args.device == "cpu":
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -146,6 +147,7 @@ def main() -> None:
     if [m for m in missing if "rotary" not in m] or unexpected:
         sys.exit(f"weight transfer failed: missing {missing}, unexpected {unexpected}")
     tmodel.to(dev).train()
+    print(f"models built ({time.perf_counter() - started:.1f} s)", flush=True)
     topt = torch.optim.AdamW(tmodel.parameters(), lr=1e-4, weight_decay=0.01)
     t_ids = torch.tensor(ids, dtype=torch.long, device=dev)
     labels = torch.full((BATCH, SEQ), -100, dtype=torch.long, device=dev)
@@ -217,9 +219,11 @@ def main() -> None:
         "torch": lambda: time_torch(None),
         "torch_keep": lambda: time_torch(TARGETS + 1),
     }
+    print(f"parity checked ({time.perf_counter() - started:.1f} s); warming up", flush=True)
     for fn in benches.values():
         for _ in range(args.warmup):
             fn()
+    print(f"warm ({time.perf_counter() - started:.1f} s); timing", flush=True)
     # Interleave the frameworks round by round, so load from anything else on the machine
     # hits them alike; report medians.
     times: dict[str, list[float]] = {k: [] for k in benches}

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from experiments import figures, orderings
+from experiments.device_runs import paper_scale_lines
 from gptjax import io
 
 REPO = Path(__file__).resolve().parent.parent
@@ -69,6 +70,7 @@ COLUMNS = (
     ("lds_mean", "lds_std", "LDS (std)", 3),
 )
 NOT_RUN = "not run yet"
+PAPER_SCALE = "paper_pythia410m"  # its section also quotes the accelerator's logged timing
 KERNEL = "gradient_kernel"  # the kernel simulator chosen on validation runs (docs/simulator.md)
 
 
@@ -180,7 +182,7 @@ def _registry() -> list[Experiment]:
     )
     out.append(
         Experiment(
-            "paper_pythia410m",
+            PAPER_SCALE,
             "Paper scale (accelerator)",
             "Pythia-410M, SST-2",
             "configs/paper_pythia410m.py",
@@ -1026,6 +1028,8 @@ def render(repo: Path, experiments: list[Experiment], snapshots: Path) -> str:
                 waiting.append(e.command)
             else:
                 lines += render_experiment(e, records.get(e.key))
+            if e.key == PAPER_SCALE:
+                lines += paper_scale_lines(repo)
         if waiting:
             lines += [f"Variants {NOT_RUN}:", "", "```bash", *waiting, "```", ""]
     lines += ["## Cost", ""]
