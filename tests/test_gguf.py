@@ -514,3 +514,14 @@ def test_load_model_dispatches_by_source(tmp_path):
     np.testing.assert_array_equal(_logits(ours, ids), _logits(model, ids))
     with pytest.raises(ValueError, match="unknown model source 'onnx'"):
         load_model("onnx", path)
+
+
+def test_smollm2_gguf_path_from_the_environment(monkeypatch, tmp_path):
+    # A copy named by $GPTJAX_SMOLLM2_GGUF wins over the package's file (the GPU check's route).
+    from gptjax import paths
+
+    copy = tmp_path / "smollm2.gguf"
+    monkeypatch.setenv(paths.SMOLLM2_ENV, str(copy))
+    assert smollm2_gguf() == copy
+    monkeypatch.delenv(paths.SMOLLM2_ENV)
+    assert smollm2_gguf() != copy
