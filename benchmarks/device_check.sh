@@ -89,7 +89,7 @@ else
   else
     if [ -n "${GPTJAX_SMOLLM2_GGUF:-}" ]; then
       step collect_llm 150 python3 -m benchmarks.collect_llm --skip_torch --runs 8 --steps 4 \
-        --fast_runs 8 --fast_steps 8
+        --fast_runs 8 --fast_steps 8 --threads "$(nproc)"
     else
       echo "=== collect_llm: skipped (no GGUF: the first half was not staged)" | tee -a "$LOG"
     fi
