@@ -120,7 +120,7 @@ def _registry() -> list[Experiment]:
     )
     # The real pretrained LM, partial fine-tuning (collection dominates: up to two hours per
     # task and seed on 2 CPU cores; configs/smollm2_*.py state the regime). SST-2 and RTE have
-    # more seeds; the others one, run with gptjax.main (seed 0, the same as seeds' seed 0).
+    # three seeds; the others one, run with gptjax.main (seed 0, the same as seeds' seed 0).
     for task, label in (*tasks, ("mixture", "mixture of the five tasks (instruction tuning)")):
         name = f"smollm2_{task}"
         three = task in ("sst2", "rte")
