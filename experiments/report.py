@@ -119,11 +119,12 @@ def _registry() -> list[Experiment]:
         )
     )
     # The real pretrained LM, partial fine-tuning (collection dominates: up to two hours per
-    # task and seed on 2 CPU cores; configs/smollm2_*.py state the regime). SST-2 and RTE have
-    # three seeds; the others one, run with gptjax.main (seed 0, the same as seeds' seed 0).
+    # task and seed on 2 CPU cores; configs/smollm2_*.py state the regime). SST-2, RTE, WMT16
+    # and WebNLG run on three seeds (seed 0 of WMT16 / WebNLG ran with gptjax.main into the
+    # workdir itself, the same run as seeds' seed 0); BoolQ and the mixture on one.
     for task, label in (*tasks, ("mixture", "mixture of the five tasks (instruction tuning)")):
         name = f"smollm2_{task}"
-        three = task in ("sst2", "rte")
+        three = task in ("sst2", "rte", "wmt16_de_en", "webnlg")
         out.append(
             Experiment(
                 name,
