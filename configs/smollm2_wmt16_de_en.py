@@ -1,6 +1,11 @@
 r"""SmolLM2-135M-Instruct (a real pretrained Llama LM) fine-tuned on German to English
 translation (Multi30k, the WMT16 substitute), on a 2-core CPU: loss, BLEU and ROUGE-L.
 
+    python -m gptjax.pipeline.seeds --config configs/smollm2_wmt16_de_en.py --seeds 0,1,2 \
+        --workdir workdirs/smollm2_wmt16_de_en --out workdirs/smollm2_wmt16_de_en/seeds.json
+
+One seed only:
+
     python -m gptjax.main --config configs/smollm2_wmt16_de_en.py \
         --workdir workdirs/smollm2_wmt16_de_en
 
