@@ -65,6 +65,7 @@ import numpy as np
 
 from experiments.report import fmt_seconds, simulation_cost_table
 from gptjax import io
+from gptjax.pipeline.timings import stage_seconds
 
 DEFAULT_GRADIENT_METHODS = ("tracin_cp_all", "tracin_cp_k", "grad_dot")
 # JSON key of the GPTfluence row that includes the encoder: "<simulator>+features".
@@ -447,9 +448,8 @@ def measure(
     for name in gradient_methods:
         methods.append(_gradient_row(ow, name, metric, run, test_id, y, repeats))
     collection = collection_cost(ow.wd.runs, dyn.num_runs, int(steps))
-    timings = ow.wd.result("timings.json")
-    if collection is not None and timings.is_file():
-        collection["collect_stage_s"] = io.read_json(timings).get("collect")
+    if collection is not None:
+        collection["collect_stage_s"] = stage_seconds(ow.wd.results_dir).get("collect")
     record["collection"] = collection
     return record
 

@@ -38,6 +38,7 @@ import numpy as np
 from experiments import figures, orderings
 from experiments.device_runs import paper_scale_lines
 from gptjax import io
+from gptjax.pipeline.timings import stage_seconds, stage_summary
 
 REPO = Path(__file__).resolve().parent.parent
 SNAPSHOTS = Path("experiments") / "results"
@@ -243,11 +244,6 @@ def _rows_of(results_dir: Path) -> dict[str, dict[str, dict]]:
     return rows
 
 
-def _timings(results_dir: Path) -> dict[str, float]:
-    path = results_dir / "timings.json"
-    return io.read_json(path) if path.is_file() else {}
-
-
 def harvest_workdir(workdir: Path) -> dict[str, Any] | None:
     """{"per_seed", "stage_seconds", "plots_from", "source"} from a workdir, or None when it
     holds no results."""
@@ -255,15 +251,16 @@ def harvest_workdir(workdir: Path) -> dict[str, Any] | None:
         (p for p in workdir.glob("seed_*") if p.is_dir() and p.name[5:].lstrip("-").isdigit()),
         key=lambda p: int(p.name[5:]),
     )
-    per_seed, seconds = {}, {}
+    per_seed, results_dirs = {}, {}
     for d in seed_dirs:
         rows = _rows_of(d / "results")
         if rows:
             per_seed[d.name[5:]] = rows
-            seconds[d.name[5:]] = _timings(d / "results")
+            results_dirs[d.name[5:]] = d / "results"
     if per_seed:
         first = next(iter(per_seed))
-        return _record(per_seed, seconds, workdir / f"seed_{first}" / "results", "seed workdirs")
+        plots = workdir / f"seed_{first}" / "results"
+        return _record(per_seed, results_dirs, plots, "seed workdirs")
     sweep = workdir / "seeds.json"
     if sweep.is_file():
         return _record(io.read_json(sweep)["per_seed"], {}, None, "seeds.json")
@@ -271,17 +268,27 @@ def harvest_workdir(workdir: Path) -> dict[str, Any] | None:
     if rows:
         config = workdir / "config.json"
         seed = str(io.read_json(config).get("seed", 0)) if config.is_file() else "0"
-        return _record({seed: rows}, {seed: _timings(workdir / "results")}, workdir / "results")
+        results = workdir / "results"
+        return _record({seed: rows}, {seed: results}, results)
     return None
 
 
-def _record(per_seed, seconds, plots_from, source="workdir") -> dict[str, Any]:
+def _record(per_seed, results_dirs, plots_from, source="workdir") -> dict[str, Any]:
     return {
         "per_seed": per_seed,
-        "stage_seconds": seconds,
+        **_stage_times(results_dirs),
         "plots_from": plots_from,
         "plots_seed": next(iter(per_seed)) if plots_from is not None else None,
         "source": source,
+    }
+
+
+def _stage_times(results_dirs: dict[str, Path]) -> dict[str, dict]:
+    """The snapshot's stage times per seed: seconds, and how each stage ran (invocations,
+    load; None where the workdir kept only each stage's last invocation)."""
+    return {
+        "stage_seconds": {s: stage_seconds(d) for s, d in results_dirs.items()},
+        "stage_runs": {s: stage_summary(d) for s, d in results_dirs.items()},
     }
 
 
@@ -349,12 +356,18 @@ def _keep_earlier_seeds(found: dict[str, Any], snapshot: Path) -> dict[str, Any]
         return found
     earlier = io.read_json(snapshot)
     seconds = earlier.get("stage_seconds", {}) | found["stage_seconds"]
+    stage_runs = earlier.get("stage_runs", {}) | found.get("stage_runs", {})
     merged = {"per_seed": earlier.get("per_seed", {}) | found["per_seed"]}
     if "mislabel_per_seed" in found:
         merged["mislabel_per_seed"] = mislabel_records(earlier) | found["mislabel_per_seed"]
     seeds = sorted({s for table in merged.values() for s in table}, key=int)
     merged = {k: {s: table[s] for s in seeds if s in table} for k, table in merged.items()}
-    return found | merged | {"stage_seconds": {s: seconds[s] for s in seeds if s in seconds}}
+    return (
+        found
+        | merged
+        | {"stage_seconds": {s: seconds[s] for s in seeds if s in seconds}}
+        | {"stage_runs": {s: stage_runs.get(s) for s in seeds if s in seconds}}
+    )
 
 
 def _harvest_mislabel(workdir: Path) -> dict[str, Any] | None:
@@ -375,7 +388,7 @@ def _harvest_mislabel(workdir: Path) -> dict[str, Any] | None:
     order = sorted(found, key=int)
     return {
         "mislabel_per_seed": {s: io.read_json(found[s] / "mislabel.json") for s in order},
-        "stage_seconds": {s: _timings(found[s]) for s in order},
+        **_stage_times({s: found[s] for s in order}),
         "plots_from": found[order[0]],
         "plots_seed": order[0],
         "source": "mislabel.json",
@@ -480,9 +493,27 @@ def _wall(record: dict) -> str:
         f"{s} {np.mean(_finite(t.get(s) for t in seconds.values())):.0f} s" for s in stages
     )
     return (
-        f"{np.mean(totals):.0f} s per seed ({per_stage}; mean over {len(totals)} seed(s), "
-        "last invocation of each stage)"
+        f"{np.mean(totals):.0f} s per seed ({per_stage}; mean over {len(totals)} seed(s); "
+        f"{_how_timed(record)})"
     )
+
+
+def _how_timed(record: dict) -> str:
+    """What the stage times count: every invocation (naming seeds whose stages were resumed
+    or shared the machine) or, for workdirs written before that was kept, the last one."""
+    runs = record.get("stage_runs") or {}
+    seeds = list(record.get("stage_seconds") or {})
+    if not seeds or any(runs.get(s) is None for s in seeds):
+        return "each stage's last invocation: a resumed stage counts its last part only"
+    notes = []
+    for seed in seeds:
+        for stage, r in sorted(runs[seed].items()):
+            if r["invocations"] > 1:
+                notes.append(f"seed {seed} {stage} in {r['invocations']} parts")
+            load, cpus = r.get("max_load_1m"), r.get("cpus")
+            if load is not None and cpus and load > 1.5 * cpus:
+                notes.append(f"seed {seed} {stage} beside other jobs (load {load:.1f})")
+    return "each stage summed over its invocations" + (f"; {'; '.join(notes)}" if notes else "")
 
 
 def _seeds_line(record: dict) -> str:
@@ -1032,7 +1063,9 @@ def render(repo: Path, experiments: list[Experiment], snapshots: Path) -> str:
     lines += ["## Cost", ""]
     lines += [
         "Stage wall times of the experiments that ran (mean over seeds; 2 shared CPU cores "
-        "unless said otherwise).",
+        "unless said otherwise; each experiment's line says whether its stage times sum "
+        "every invocation or, for workdirs written before that was kept, count the last; "
+        "docs/experiments.md gives the seeds that were resumed or shared the machine).",
         "",
     ]
     lines += cost_table(experiments, records)

@@ -367,3 +367,36 @@ def test_a_metric_recorded_by_some_seeds_only_says_which(repo):
     section = sst2_section(report.render(repo, report.EXPERIMENTS, report.SNAPSHOTS))
     assert "**rougeL** (seed(s) 0 only: the others did not record it)" in section
     assert "**loss**\n" in section
+
+
+def test_stage_times_say_what_they_count(repo):
+    """Old workdirs kept each stage's last invocation; new ones (the StageTimer's own file)
+    sum every invocation, and the line names a resumed stage and one that shared the
+    machine."""
+    report.harvest(repo, report.EXPERIMENTS, report.SNAPSHOTS)
+    old = sst2_section(report.render(repo, report.EXPERIMENTS, report.SNAPSHOTS))
+    assert "each stage's last invocation: a resumed stage counts its last part only" in old
+
+    def invocation(seconds, load):
+        return {"seconds": seconds, "completed": True, "load_1m": load, "cpus": 2}
+
+    for seed in (0, 1, 2):
+        collect = [invocation(60.0, 1.9), invocation(40.0 + seed, 2.1)][: 2 if seed == 1 else 1]
+        simulate = [invocation(20.0, 4.5 if seed == 2 else 2.0)]
+        timings = {
+            "collect": {"seconds": sum(i["seconds"] for i in collect), "invocations": collect},
+            "simulate": {"seconds": 20.0, "invocations": simulate},
+        }
+        path = repo / "workdirs" / "finetune_sst2" / f"seed_{seed}" / "results" / "timings.json"
+        path.write_text(json.dumps(timings))
+    report.harvest(repo, report.EXPERIMENTS, report.SNAPSHOTS)
+    snapshot = json.loads((repo / report.SNAPSHOTS / "finetune_sst2.json").read_text())
+    assert snapshot["stage_runs"]["1"]["collect"]["invocations"] == 2
+    assert snapshot["stage_seconds"]["1"]["collect"] == 101.0
+    new = sst2_section(report.render(repo, report.EXPERIMENTS, report.SNAPSHOTS))
+    assert (
+        "each stage summed over its invocations; seed 1 collect in 2 parts; "
+        "seed 2 simulate beside other jobs (load 4.5))"
+    ) in new
+    # (60 + 101 + 60) / 3 collect, 20 simulate.
+    assert f"wall time: {(60 + 101 + 60) / 3 + 20:.0f} s per seed (collect 74 s" in new

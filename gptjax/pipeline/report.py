@@ -4,43 +4,19 @@ workdir that holds results)."""
 
 from __future__ import annotations
 
-import contextlib
 import io as _bytes_io
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import jax
 import numpy as np
 
 from gptjax import io
 from gptjax.evaluation import results_csv, results_table
+from gptjax.pipeline.timings import stage_time_rows
 from gptjax.pipeline.workdir import Workdir
 
 # Stages whose results the report collects: results/<name>.json.
 RESULT_FILES = ("simulators", "baselines")
-TIMINGS = "timings.json"
 STAGE_TIMES_HEADING = "## Stage times"
-
-
-class StageTimer:
-    """Times each stage, says how long it took, and records it in ``results/timings.json``
-    (the last invocation's time per stage; a resumed stage is fast and shows it)."""
-
-    def __init__(self, workdir: Workdir):
-        self.workdir = workdir
-
-    @contextlib.contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
-        start = time.perf_counter()
-        yield
-        seconds = time.perf_counter() - start
-        print(f"{stage}: {seconds:.1f} s", flush=True)
-        if jax.process_index() != 0:
-            return  # one process records the job's times
-        path = self.workdir.result(TIMINGS)
-        timings = io.read_json(path) if path.is_file() else {}
-        io.atomic_write_json(path, timings | {stage: round(seconds, 3)})
 
 
 def write_stage_results(
@@ -128,16 +104,10 @@ def render_report(workdir: Workdir, title: str) -> str:
     lines = [f"# {title}\n"]
     for metric, rows in sorted(by_metric.items()):
         lines += [f"## {metric} (held-out test runs)\n", results_table(rows)]
-    timings_file = workdir.result(TIMINGS)
-    if timings_file.is_file():
-        timings = io.read_json(timings_file)
-        lines += [
-            f"{STAGE_TIMES_HEADING} (last invocation of each; seconds)\n",
-            "| stage | seconds |",
-            "|---|---|",
-            *(f"| {stage} | {timings[stage]:.1f} |" for stage in timings),
-            "",
-        ]
+    times = stage_time_rows(workdir.results_dir)
+    if times:
+        caption, *table = times
+        lines += [f"{STAGE_TIMES_HEADING} {caption}\n", *table, ""]
     report = "\n".join(lines)
     io.atomic_write_text(workdir.report_file, report)
     return report

@@ -33,6 +33,7 @@ from gptjax.pipeline.gradient_features import gradient_features
 from gptjax.pipeline.lock import workdir_lock
 from gptjax.pipeline.path_kernel import path_kernel_features
 from gptjax.pipeline.preparation import Prepared, prepare
+from gptjax.pipeline.timings import StageTimer
 from gptjax.pipeline.wait import wait_until
 from gptjax.pipeline.workdir import Workdir
 from gptjax.store import Dynamics
@@ -485,7 +486,7 @@ def run_pipeline(config: ml_collections.ConfigDict, workdir: str | Path) -> dict
 def _run_stages(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
     stages = config_lib.stages_of(config)
     results: dict[str, Any] = {}
-    timer = report.StageTimer(wd)
+    timer = StageTimer(wd)
     if set(stages) & {"collect", "simulate", "baselines"}:
         with timer("prepare"):
             prep = prepare(config, wd)
