@@ -11,6 +11,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import jax
+
 from gptjax import io
 from gptjax.pipeline.workdir import Workdir
 
@@ -47,8 +49,6 @@ class StageTimer:
         self._record(stage, seconds, completed=True)
 
     def _record(self, stage: str, seconds: float, completed: bool) -> None:
-        import jax  # here, so that reading times needs no accelerator runtime
-
         if jax.process_index() != 0:
             return  # one process records the job's times
         path = self.workdir.result(TIMINGS)
