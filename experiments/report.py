@@ -503,17 +503,23 @@ def _how_timed(record: dict) -> str:
     or shared the machine) or, for workdirs written before that was kept, the last one."""
     runs = record.get("stage_runs") or {}
     seeds = list(record.get("stage_seconds") or {})
-    if not seeds or any(runs.get(s) is None for s in seeds):
-        return "each stage's last invocation: a resumed stage counts its last part only"
+    kept = [s for s in seeds if runs.get(s) is not None]
+    last = "each stage's last invocation: a resumed stage counts its last part only"
+    if not kept:
+        return last
     notes = []
-    for seed in seeds:
+    for seed in kept:
         for stage, r in sorted(runs[seed].items()):
             if r["invocations"] > 1:
                 notes.append(f"seed {seed} {stage} in {r['invocations']} parts")
             load, cpus = r.get("max_load_1m"), r.get("cpus")
             if load is not None and cpus and load > 1.5 * cpus:
                 notes.append(f"seed {seed} {stage} beside other jobs (load {load:.1f})")
-    return "each stage summed over its invocations" + (f"; {'; '.join(notes)}" if notes else "")
+    summed = "each stage summed over its invocations"
+    if len(kept) < len(seeds):
+        others = ", ".join(s for s in seeds if s not in kept)
+        summed = f"seed(s) {', '.join(kept)}: {summed}; seed(s) {others}: {last}"
+    return summed + (f"; {'; '.join(notes)}" if notes else "")
 
 
 def _seeds_line(record: dict) -> str:

@@ -380,7 +380,7 @@ def test_stage_times_say_what_they_count(repo):
     def invocation(seconds, load):
         return {"seconds": seconds, "completed": True, "load_1m": load, "cpus": 2}
 
-    for seed in (0, 1, 2):
+    def write(seed):
         collect = [invocation(60.0, 1.9), invocation(40.0 + seed, 2.1)][: 2 if seed == 1 else 1]
         simulate = [invocation(20.0, 4.5 if seed == 2 else 2.0)]
         timings = {
@@ -389,6 +389,16 @@ def test_stage_times_say_what_they_count(repo):
         }
         path = repo / "workdirs" / "finetune_sst2" / f"seed_{seed}" / "results" / "timings.json"
         path.write_text(json.dumps(timings))
+
+    write(1)  # one seed re-run since: the line says which seeds count what
+    report.harvest(repo, report.EXPERIMENTS, report.SNAPSHOTS)
+    mixed = sst2_section(report.render(repo, report.EXPERIMENTS, report.SNAPSHOTS))
+    assert (
+        "seed(s) 1: each stage summed over its invocations; seed(s) 0, 2: each stage's last "
+        "invocation: a resumed stage counts its last part only; seed 1 collect in 2 parts)"
+    ) in mixed
+    write(0)
+    write(2)
     report.harvest(repo, report.EXPERIMENTS, report.SNAPSHOTS)
     snapshot = json.loads((repo / report.SNAPSHOTS / "finetune_sst2.json").read_text())
     assert snapshot["stage_runs"]["1"]["collect"]["invocations"] == 2
