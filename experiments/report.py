@@ -38,7 +38,7 @@ import numpy as np
 from experiments import figures, orderings
 from experiments.device_runs import paper_scale_lines
 from gptjax import io
-from gptjax.pipeline.timings import stage_seconds, stage_summary
+from gptjax.pipeline.timings import beside_other_jobs, stage_seconds, stage_summary
 
 REPO = Path(__file__).resolve().parent.parent
 SNAPSHOTS = Path("experiments") / "results"
@@ -512,9 +512,8 @@ def _how_timed(record: dict) -> str:
         for stage, r in sorted(runs[seed].items()):
             if r["invocations"] > 1:
                 notes.append(f"seed {seed} {stage} in {r['invocations']} parts")
-            load, cpus = r.get("max_load_1m"), r.get("cpus")
-            if load is not None and cpus and load > 1.5 * cpus:
-                notes.append(f"seed {seed} {stage} beside other jobs (load {load:.1f})")
+            if beside_other_jobs(r):
+                notes.append(f"seed {seed} {stage} beside other jobs (load {r['max_load_1m']:.1f})")
     summed = "each stage summed over its invocations"
     if len(kept) < len(seeds):
         others = ", ".join(s for s in seeds if s not in kept)

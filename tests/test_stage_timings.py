@@ -90,7 +90,6 @@ def test_the_report_shows_totals_invocations_and_load(wd):
         json.dumps(
             {
                 "collect": {
-                    "seconds": 30.0,
                     "invocations": [
                         {"seconds": 10.0, "completed": False, "load_1m": 3.9, "cpus": 2},
                         {"seconds": 20.0, "completed": True, "load_1m": 1.2, "cpus": 2},
@@ -101,3 +100,18 @@ def test_the_report_shows_totals_invocations_and_load(wd):
     )
     times = render_report(wd, "t").split(STAGE_TIMES_HEADING)[1]
     assert "| collect | 30.0 | 2 (1 stopped) | 3.9 / 2 |" in times
+
+
+def test_reading_times_imports_no_jax():
+    """experiments.report reads timings through gptjax.pipeline.timings: the package loads
+    its stages (and JAX) only when one of its names is used."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gptjax.pipeline.timings, gptjax.pipeline as p\n"
+        "assert 'jax' not in sys.modules, 'jax imported'\n"
+        "assert sorted(p.__all__) == sorted(p._MODULE_OF)\n"
+        "assert p.run_pipeline.__module__ == 'gptjax.pipeline.stages'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -11,12 +11,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import jax
-
 from gptjax import io
 from gptjax.pipeline.workdir import Workdir
 
 TIMINGS = "timings.json"
+# A 1-minute load average above this many times the CPU count at the end of an invocation
+# says other jobs shared the machine (one job of ours keeps the load near the CPU count).
+BESIDE_OTHER_JOBS = 1.5
 
 
 class StageTimer:
@@ -25,10 +26,10 @@ class StageTimer:
     A stage may take several invocations (a job stopped and resumed by the same command
     picks up where it left off), so the file keeps every invocation of every stage, each
     with the machine's 1-minute load average at its end (a load well above the CPU count
-    says other jobs shared the machine): ``{stage: {"seconds": total, "invocations":
-    [{"seconds", "completed", "load_1m", "cpus"}, ...]}}``. An invocation that
-    is stopped with Ctrl-C is recorded with ``completed: false``; one killed outright, or
-    one that failed, records nothing. ``stage_seconds`` reads the totals."""
+    says other jobs shared the machine): ``{stage: {"invocations": [{"seconds",
+    "completed", "load_1m", "cpus"}, ...]}}``; a stage's time is their sum
+    (``stage_seconds``). An invocation that is stopped with Ctrl-C is recorded with
+    ``completed: false``; one killed outright, or one that failed, records nothing."""
 
     def __init__(self, workdir: Workdir):
         self.workdir = workdir
@@ -49,6 +50,8 @@ class StageTimer:
         self._record(stage, seconds, completed=True)
 
     def _record(self, stage: str, seconds: float, completed: bool) -> None:
+        import jax  # here: reading times (experiments.report) needs no JAX
+
         if jax.process_index() != 0:
             return  # one process records the job's times
         path = self.workdir.result(TIMINGS)
@@ -67,18 +70,16 @@ class StageTimer:
             "cpus": os.cpu_count(),
         }
         earlier = timings.get(stage, {})
-        invocations = earlier.get("invocations", []) + [entry]
-        timings[stage] = {
-            "seconds": round(sum(i["seconds"] for i in invocations), 3),
-            "invocations": invocations,
-        } | ({"last_only": True} if earlier.get("last_only") else {})
+        timings[stage] = {"invocations": earlier.get("invocations", []) + [entry]}
+        if earlier.get("last_only"):
+            timings[stage]["last_only"] = True
         io.atomic_write_json(path, timings)
 
 
 def _load_timings(path: Path) -> dict[str, dict]:
-    """timings.json as {stage: {"seconds", "invocations"}}; {} when there is none. Files
-    written before invocations were kept (``{stage: seconds}``) read as one invocation
-    each. ValueError names a damaged file."""
+    """timings.json as {stage: {"invocations": [...]}}; {} when there is none. Files written
+    before invocations were kept (``{stage: seconds}``) read as one invocation each, marked
+    ``last_only``. ValueError names a damaged file."""
     if not path.is_file():
         return {}
     timings = io.read_json(path)
@@ -88,12 +89,11 @@ def _load_timings(path: Path) -> dict[str, dict]:
     for stage, value in timings.items():
         if isinstance(value, int | float) and not isinstance(value, bool):
             value = {
-                "seconds": float(value),
                 "invocations": [{"seconds": float(value)}],
                 "last_only": True,  # earlier invocations were not kept
             }
         if not (
-            _has_seconds(value)
+            isinstance(value, dict)
             and isinstance(value.get("invocations"), list)
             and all(_has_seconds(i) for i in value["invocations"])
         ):
@@ -106,16 +106,37 @@ def _has_seconds(value: object) -> bool:
     return isinstance(value, dict) and isinstance(value.get("seconds"), int | float)
 
 
+def _total(record: dict) -> float:
+    return float(sum(i["seconds"] for i in record["invocations"]))
+
+
 def stage_seconds(results_dir: Path) -> dict[str, float]:
     """{stage: seconds over all its invocations} from ``results_dir/timings.json``; {} when
     there is none."""
-    return {s: float(r["seconds"]) for s, r in _load_timings(Path(results_dir) / TIMINGS).items()}
+    return {s: _total(r) for s, r in _load_timings(Path(results_dir) / TIMINGS).items()}
 
 
 def stage_invocations(results_dir: Path) -> dict[str, list[dict]]:
     """{stage: its invocations} from ``results_dir/timings.json`` (see StageTimer)."""
     records = _load_timings(Path(results_dir) / TIMINGS)
     return {s: r["invocations"] for s, r in records.items()}
+
+
+def _summary(record: dict) -> dict:
+    runs = record["invocations"]
+    loads = [i["load_1m"] for i in runs if i.get("load_1m") is not None]
+    return {
+        "invocations": len(runs),
+        "stopped": sum(1 for i in runs if i.get("completed") is False),
+        "max_load_1m": max(loads) if loads else None,
+        "cpus": next((i["cpus"] for i in runs if i.get("cpus")), None),
+    }
+
+
+def beside_other_jobs(summary: dict) -> bool:
+    """Whether a stage (its `stage_summary` entry) shared the machine with other jobs."""
+    load, cpus = summary.get("max_load_1m"), summary.get("cpus")
+    return load is not None and bool(cpus) and load > BESIDE_OTHER_JOBS * cpus
 
 
 def stage_summary(results_dir: Path) -> dict[str, dict] | None:
@@ -125,29 +146,17 @@ def stage_summary(results_dir: Path) -> dict[str, dict] | None:
     records = _load_timings(Path(results_dir) / TIMINGS)
     if not records or any(r.get("last_only") for r in records.values()):
         return None
-    summary = {}
-    for stage, record in records.items():
-        runs = record["invocations"]
-        loads = [i["load_1m"] for i in runs if i.get("load_1m") is not None]
-        summary[stage] = {
-            "invocations": len(runs),
-            "stopped": sum(1 for i in runs if i.get("completed") is False),
-            "max_load_1m": max(loads) if loads else None,
-            "cpus": next((i["cpus"] for i in runs if i.get("cpus")), None),
-        }
-    return summary
+    return {stage: _summary(record) for stage, record in records.items()}
 
 
 def _row(stage: str, record: dict) -> str:
-    runs = record["invocations"]
-    loads = [i["load_1m"] for i in runs if i.get("load_1m") is not None]
-    cpus = next((i["cpus"] for i in runs if i.get("cpus")), None)
-    load = f"{max(loads):.1f} / {cpus}" if loads and cpus else "–"
-    stopped = sum(1 for i in runs if i.get("completed") is False)
-    count = f"{len(runs)}" + (f" ({stopped} stopped)" if stopped else "")
+    s = _summary(record)
+    known = s["max_load_1m"] is not None and s["cpus"]
+    load = f"{s['max_load_1m']:.1f} / {s['cpus']}" if known else "–"
+    count = f"{s['invocations']}" + (f" ({s['stopped']} stopped)" if s["stopped"] else "")
     if record.get("last_only"):
         count += " (and any before the first, not kept)"
-    return f"| {stage} | {record['seconds']:.1f} | {count} | {load} |"
+    return f"| {stage} | {_total(record):.1f} | {count} | {load} |"
 
 
 def stage_time_rows(results_dir: Path) -> list[str]:
