@@ -48,7 +48,9 @@ import numpy as np
 import optax
 from flax import nnx
 
+from gptjax.collect.train_step import RESIDUAL
 from gptjax.models.losses import masked_token_mean
+from gptjax.models.transformer import is_trained
 from gptjax.tasks.tokenize import TOKEN_FIELDS
 
 LAYERS = ("all", "last")
@@ -110,6 +112,11 @@ def as_batch(batch: Any) -> Batch:
         dtype = np.float32 if name == "target_mask" else np.int32
         out[name] = np.asarray(value, dtype=dtype)
     m, length = out["input_ids"].shape
+    residual = batch.get(RESIDUAL) if isinstance(batch, Mapping) else getattr(batch, RESIDUAL, None)
+    if residual is not None:
+        out[RESIDUAL] = np.asarray(residual, np.float32)
+        if out[RESIDUAL].shape[:2] != (m, length):
+            raise ValueError(f"{RESIDUAL} {out[RESIDUAL].shape} != input_ids {(m, length)}")
     if out["attention_mask"].shape != (m, length):
         raise ValueError(
             f"attention_mask {out['attention_mask'].shape} != input_ids {out['input_ids'].shape}"
@@ -226,6 +233,7 @@ class _Plan:
     hidden: int
     table_path: tuple
     head_path: tuple | None
+    first_layer: int = 0  # > 0: only blocks first_layer.. and the final norm are trained
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,7 +259,12 @@ def _loss(spec, explicit, eps, leaves, ex):
         _set_path(model, path, _LinearTap(_get_path(model, path), eps[name], record, name))
     if plan.embed_tap or plan.embed_stop:
         model.embed = _EmbedTap(model.embed, eps.get("embed"), plan.embed_stop)
-    hidden, _ = model(ex["input_ids"][None], attention_mask=ex["attention_mask"][None])
+    if plan.first_layer:  # partial fine-tuning: from the cached output of the frozen blocks
+        hidden = model.forward_from(
+            ex[RESIDUAL][None], plan.first_layer, ex["attention_mask"][None]
+        )
+    else:
+        hidden, _ = model(ex["input_ids"][None], attention_mask=ex["attention_mask"][None])
     h = hidden[0][ex["target_pos"]]  # [S, D]
     logits = model.unembed(h).astype(jnp.float32)
     if plan.head_tap:
@@ -321,6 +334,13 @@ def _chunk_features(spec, leaves, proj, chunk):
 
 
 @functools.partial(jax.jit, static_argnums=0)
+def _residual_chunk(spec, leaves, ids, mask):
+    """The residual stream entering block ``first_layer`` for a chunk of examples."""
+    model = nnx.merge(spec.graphdef, jax.tree_util.tree_unflatten(spec.treedef, leaves))
+    return model.residual_after(ids, mask, spec.plan.first_layer)
+
+
+@functools.partial(jax.jit, static_argnums=0)
 def _pair(spec, f1, f2):
     """[n1, n2] gradient inner products between two chunks of features."""
     out = 0.0
@@ -377,6 +397,13 @@ class GradientEngine:
     How many calls a prediction takes depends on the engine's chunking, which only it knows;
     this is how to time or cost them. None (the default) costs nothing. See also
     :meth:`recording`.
+
+    first_layer: for a partially fine-tuned model (``collect.train_layers``), its first trained
+    block: gradients are then those of the trained parameters only (blocks first_layer.. and
+    the final norm), as in the fine-tuning itself, and every example enters the trained
+    blocks from the output of the frozen ones, computed once per example and kept (the states
+    given to one engine must share their frozen blocks, as a partial run's checkpoints do).
+    0 (the default): every parameter is trained.
     """
 
     def __init__(
@@ -386,8 +413,10 @@ class GradientEngine:
         cfg: GradConfig | None = None,
         *,
         recorder: Recorder | None = None,
+        first_layer: int = 0,
     ):
         self.graphdef = graphdef
+        self._residual_rows: dict[bytes, np.ndarray] = {}
         self.recorder = recorder
         self.cfg = cfg = cfg or GradConfig()
         self.paths, leaves, self.treedef = leaf_paths(like)
@@ -398,15 +427,26 @@ class GradientEngine:
         index = {p: i for i, p in enumerate(self.paths)}
         table_path = ("embed", "embedding")
         head_path = None if mcfg.tie_embeddings else ("lm_head", "kernel")
+        if first_layer and cfg.layers != "all":
+            raise ValueError(
+                "gradients of the last layer only (layers='last') need a trained unembedding; "
+                f"with partial fine-tuning (first trained block {first_layer}) it is frozen"
+            )
         dense = []
         if cfg.layers == "all" and cfg.factorize == "all":
             dense = sorted(
                 (p for p, node in nnx.iter_graph(model) if isinstance(node, nnx.Linear)),
                 key=str,
             )
-            dense = [p for p in dense if p and p[0] == "layers"]
+            dense = [p for p in dense if p and p[0] == "layers" and is_trained(p, first_layer)]
         vocab_tap = cfg.factorize != "none"
-        if cfg.layers == "all":
+        if first_layer:  # the trained blocks and final norm; the vocabulary matrices are frozen
+            skip = {index[p + ("kernel",)] for p in dense}
+            explicit = tuple(
+                i for i, p in enumerate(self.paths) if is_trained(p, first_layer) and i not in skip
+            )
+            embed_tap = embed_stop = head_tap = False
+        elif cfg.layers == "all":
             skip = {index[p + ("kernel",)] for p in dense}
             if vocab_tap:
                 skip.add(index[table_path])
@@ -430,6 +470,7 @@ class GradientEngine:
             hidden=mcfg.hidden_size,
             table_path=table_path,
             head_path=head_path,
+            first_layer=first_layer,
         )
         self.num_explicit = int(sum(np.prod(self.shapes[i]) for i in explicit))
         self.proj = self._projections() if cfg.projection_dim else None
@@ -513,7 +554,8 @@ class GradientEngine:
         """(working bytes while computing one example's features, bytes of its features)."""
         mc, p = self.model_config, self.plan
         d, f = mc.hidden_size, mc.intermediate_size
-        act = 4 * length * (16 * d + 3 * f + 3 * mc.num_heads * length) * mc.num_layers
+        blocks = mc.num_layers - p.first_layer  # a partial model runs its trained blocks only
+        act = 4 * length * (16 * d + 3 * f + 3 * mc.num_heads * length) * blocks
         act += 4 * targets * mc.vocab_size * 4
         grads = 4 * self.num_explicit * 3
         if self.cfg.projection_dim:
@@ -566,10 +608,31 @@ class GradientEngine:
             raise ValueError("parameter state does not match the engine's model structure")
         return [jnp.asarray(x) for x in leaves]
 
+    def with_residuals(self, leaves: list[jax.Array], batch: Batch) -> Batch:
+        """``batch`` with the residual stream entering the first trained block (a partially
+        fine-tuned model; otherwise the batch as given). Each example's is computed once by
+        the frozen blocks and kept, keyed by its tokens."""
+        if not self.plan.first_layer or RESIDUAL in batch:
+            return batch
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        keys = [i.tobytes() + m.tobytes() for i, m in zip(ids, mask, strict=True)]
+        missing = [r for r, key in enumerate(keys) if key not in self._residual_rows]
+        size = 8  # examples per call: one compiled shape, the trunk's activations small
+        for start in range(0, len(missing), size):
+            rows = missing[start : start + size]
+            pad = rows + [rows[0]] * (size - len(rows))
+            out = np.asarray(
+                self._compiled("residual", _residual_chunk, self.spec, leaves, ids[pad], mask[pad])
+            )
+            for j, r in enumerate(rows):
+                self._residual_rows[keys[r]] = out[j]
+        return batch | {RESIDUAL: np.stack([self._residual_rows[key] for key in keys])}
+
     def features(self, state: Any, batch: Any, chunk: int | None = None) -> list[tuple[int, Any]]:
         """Per-chunk features of every example of a batch: [(real size, features)]."""
         batch = as_batch(batch)
         leaves = self.leaves(state)
+        batch = self.with_residuals(leaves, batch)
         size = chunk or self.chunk_size(
             batch["input_ids"].shape[1], batch["target_pos"].shape[1], num_examples(batch)
         )
@@ -583,6 +646,7 @@ class GradientEngine:
         if m == 0 or n == 0:
             return out
         leaves = self.leaves(state)
+        train, test = self.with_residuals(leaves, train), self.with_residuals(leaves, test)
         lt, st = test["input_ids"].shape[1], test["target_pos"].shape[1]
         lr, sr = train["input_ids"].shape[1], train["target_pos"].shape[1]
         size_test, size_train = self.chunk_size(lt, st, n), self.chunk_size(lr, sr, m)

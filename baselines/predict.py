@@ -43,6 +43,7 @@ def predict_gradient_methods(
     num_checkpoints: int = 10,
     start: int = 1,
     progress: bool = False,
+    first_layer: int = 0,
 ) -> dict[str, tuple[np.ndarray, float]]:
     """{method: (predicted loss [R, T+1, N], seconds)} for ``runs``.
 
@@ -50,7 +51,8 @@ def predict_gradient_methods(
     given). params_at(run, step) / saved_steps(run): the run's saved parameters.
     train_tokens: the pool's token batch (row = pool id); test_tokens: the test examples'.
     ``grad_config.layers`` is set per method; gradients are shared between methods with the
-    same layers.
+    same layers. ``first_layer``: a partially fine-tuned model's first trained block (see
+    `GradientEngine`); 0 when every parameter was trained.
     """
     unknown = [m for m in methods if m not in GRADIENT_METHODS]
     if unknown:
@@ -66,7 +68,10 @@ def predict_gradient_methods(
         mode, layers = GRADIENT_METHODS[method]
         if layers not in engines:
             engines[layers] = GradientEngine(
-                graphdef, like, dataclasses.replace(grad_config, layers=layers)
+                graphdef,
+                like,
+                dataclasses.replace(grad_config, layers=layers),
+                first_layer=first_layer,
             )
             scorers[layers] = {}
         bar.set_postfix(method=method)

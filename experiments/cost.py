@@ -556,7 +556,12 @@ def _gradient_row(
     states = {int(c): params_at(run, int(c)) for c in np.unique(schedule[start - 1 :])}
     read_s = time.perf_counter() - t0
     grad_config = dataclasses.replace(config_lib.grad_config(bc), layers=layers)
-    engine = GradientEngine(nnx.split(base)[0], next(iter(states.values())), grad_config)
+    engine = GradientEngine(
+        nnx.split(base)[0],
+        next(iter(states.values())),
+        grad_config,
+        first_layer=config_lib.first_layer(ow.config, base),
+    )
     curriculum, lr = ow.dynamics.curricula[run], ow.dynamics.lr[run]
 
     def cost(ids: np.ndarray) -> dict[str, Any]:

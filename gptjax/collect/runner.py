@@ -45,7 +45,7 @@ from gptjax.collect.train_step import (
     make_schedule,
 )
 from gptjax.models.checkpoint import this_process_only
-from gptjax.models.transformer import Transformer
+from gptjax.models.transformer import Transformer, first_trained_layer, is_trained
 from gptjax.store import RunRecord, RunStore
 from gptjax.tasks.tokenize import TOKEN_FIELDS
 
@@ -112,11 +112,6 @@ class CollectSpec:
             (
                 self.compute_dtype in COMPUTE_DTYPES,
                 f"collect.compute_dtype must be one of {sorted(COMPUTE_DTYPES)}",
-            ),
-            (
-                not (self.train_layers and self.save_steps),
-                "collect.save_params must be none with collect.train_layers > 0 (TracIn-CP "
-                "then comes from collect.tracin_dots = True, which stores no checkpoint)",
             ),
         ]
         problems = [why for ok, why in checks if not ok]
@@ -212,21 +207,11 @@ class _CheckpointWriter:
 def split_trained(model: Transformer, train_layers: int) -> tuple[nnx.GraphDef, Any, Any, int]:
     """(graphdef, trained params, frozen params or None, first trained block) of ``model``
     fine-tuned in its top ``train_layers`` blocks and final norm (0: every parameter)."""
-    num_layers = model.config.num_layers
-    if not train_layers:
+    first = first_trained_layer(model.config.num_layers, train_layers)
+    if not first:
         graphdef, params = nnx.split(model)
         return graphdef, params, None, 0
-    if train_layers >= num_layers:
-        raise ValueError(
-            f"collect.train_layers ({train_layers}) must be below the model's {num_layers} "
-            "layers (0 fine-tunes every parameter)"
-        )
-    first = num_layers - train_layers
-
-    def trained(path, _value):
-        return path[0] == "final_norm" or (path[0] == "layers" and int(path[1]) >= first)
-
-    graphdef, params, frozen = nnx.split(model, trained, ...)
+    graphdef, params, frozen = nnx.split(model, lambda path, _: is_trained(path, first), ...)
     return graphdef, params, frozen, first
 
 

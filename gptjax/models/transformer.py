@@ -268,3 +268,24 @@ def init_model(cfg: ModelConfig, seed: int = 0) -> Transformer:
 def abstract_model(cfg: ModelConfig) -> Transformer:
     """The model's structure with shape-only parameters (no memory), for loaders."""
     return nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
+
+
+def first_trained_layer(num_layers: int, train_layers: int) -> int:
+    """The first fine-tuned block when only the top ``train_layers`` blocks (and the final
+    norm) are trained; 0 when every parameter is (``train_layers`` 0)."""
+    if not train_layers:
+        return 0
+    if not 0 < train_layers < num_layers:
+        raise ValueError(
+            f"collect.train_layers ({train_layers}) must be below the model's {num_layers} "
+            "layers (0 fine-tunes every parameter)"
+        )
+    return num_layers - train_layers
+
+
+def is_trained(path: tuple, first_layer: int) -> bool:
+    """Whether the parameter at ``path`` (names from the model down) is fine-tuned when blocks
+    ``first_layer``.. and the final norm are (``first_layer`` 0: every parameter is)."""
+    if not first_layer:
+        return True
+    return path[0] == "final_norm" or (path[0] == "layers" and int(path[1]) >= first_layer)

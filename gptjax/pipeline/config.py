@@ -22,6 +22,7 @@ import ml_collections
 from baselines import GRADIENT_METHODS, GradConfig
 from gptjax.collect.curricula import steps_per_run
 from gptjax.collect.runner import CollectSpec, parse_save_steps
+from gptjax.models.transformer import first_trained_layer
 from gptjax.tasks.jsonl import JsonlTask
 from simulator import KERNEL_METHODS, SIMFLUENCE_DEFAULTS, FitConfig, method_config
 from simulator import METHODS as SIMULATORS
@@ -131,6 +132,12 @@ def collection_regime(config: ml_collections.ConfigDict) -> str:
     if c.tracin_dots:
         parts.append("TracIn inner products recorded during collection")
     return ", ".join(parts)
+
+
+def first_layer(config: ml_collections.ConfigDict, model: Any) -> int:
+    """The model's first fine-tuned block under ``collect.train_layers`` (0: every parameter
+    is trained): where the gradient methods' per-example gradients start."""
+    return first_trained_layer(model.config.num_layers, int(config.collect.train_layers))
 
 
 def grad_config(section: ml_collections.ConfigDict) -> GradConfig:
@@ -544,19 +551,24 @@ def _method_errors(c: ml_collections.ConfigDict) -> list[str]:
         errors.append(
             f"config key 'baselines.methods': unknown {unknown}; known: {', '.join(known)}"
         )
-    wants_checkpoints = [
-        m for m in names_in(c.baselines.methods) if m in GRADIENT_METHODS and m != "tracin_cp_all"
-    ]
-    if (
-        c.collect.train_layers
-        and (wants_checkpoints or not c.collect.tracin_dots)
-        and any(m in GRADIENT_METHODS for m in names_in(c.baselines.methods))
-    ):
-        errors.append(
-            "config key 'baselines.methods': with collect.train_layers > 0 no checkpoints are "
-            "saved; the gradient methods available are tracin_cp_all with collect.tracin_dots "
-            f"= True (asked for: {', '.join(m for m in names_in(c.baselines.methods))})"
-        )
+    asked = [m for m in names_in(c.baselines.methods) if m in GRADIENT_METHODS]
+    if c.collect.train_layers:
+        # Partial fine-tuning: the unembedding is frozen, and only saved parameters (or the
+        # inner products recorded during collection) say where the trained blocks went.
+        last_layer = [m for m in asked if m.endswith("_last_layer")]
+        if last_layer:
+            errors.append(
+                f"config key 'baselines.methods': {', '.join(last_layer)} differentiate the "
+                "unembedding, which collect.train_layers > 0 leaves frozen"
+            )
+        from_dots = c.collect.tracin_dots and "tracin_cp_all" in asked
+        need_saved = [m for m in asked if not (m == "tracin_cp_all" and from_dots)]
+        if need_saved and str(c.collect.save_params).strip() in ("", "none"):
+            errors.append(
+                f"config key 'collect.save_params': {', '.join(need_saved)} need the trained "
+                "blocks' saved parameters with collect.train_layers > 0 (set e.g. 'evenly:10'"
+                "; tracin_cp_all also comes from collect.tracin_dots = True)"
+            )
     if c.baselines.num_checkpoints < 1:
         errors.append("config key 'baselines.num_checkpoints' must be >= 1")
     steps = 0

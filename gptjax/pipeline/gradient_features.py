@@ -40,13 +40,17 @@ _NOT_IN_KEY = ("memory_budget_mb", "chunk_size")
 
 
 def projected_gradients(
-    model: nnx.Module, tokens: Mapping[str, np.ndarray], grad_config: GradConfig
+    model: nnx.Module,
+    tokens: Mapping[str, np.ndarray],
+    grad_config: GradConfig,
+    first_layer: int = 0,
 ) -> np.ndarray:
-    """float32 [M, d]: each example's projected loss gradient at ``model``'s parameters."""
+    """float32 [M, d]: each example's projected loss gradient at ``model``'s parameters (its
+    trained parameters only: blocks ``first_layer``.. and the final norm, when > 0)."""
     if grad_config.projection_dim <= 0:
         raise ValueError("gradient features need projection_dim > 0 (a fixed feature size)")
     graphdef, state = nnx.split(model)
-    engine = GradientEngine(graphdef, state, grad_config)
+    engine = GradientEngine(graphdef, state, grad_config, first_layer=first_layer)
     chunks = engine.features(state, tokens)
     return np.concatenate([np.asarray(f["proj"], np.float32)[:n] for n, f in chunks])
 
@@ -56,9 +60,11 @@ def cached_projected_gradients(
     model: nnx.Module,
     tokens: Mapping[str, np.ndarray],
     grad_config: GradConfig,
+    first_layer: int = 0,
 ) -> np.ndarray:
     """`projected_gradients` computed once: ``<cache_file>.<hash>.npy`` (with its sha256), the
-    hash covering the token arrays, the gradient settings and the model's parameters."""
+    hash covering the token arrays, the gradient settings, the trained blocks and the model's
+    parameters."""
     params = jax.tree.leaves(nnx.state(model, nnx.Param))
     settings = {
         "encoder": "gradient",
@@ -66,9 +72,13 @@ def cached_projected_gradients(
         "tokens": fingerprint(*(np.asarray(tokens[k]) for k in sorted(tokens))),
         "model": fingerprint(*(np.asarray(p) for p in params)),
     }
+    if first_layer:  # absent for full fine-tuning, so that earlier caches stay valid
+        settings["first_layer"] = int(first_layer)
     target = cache_path(cache_file, features_key([], **settings))
     rows = len(tokens["input_ids"])
-    return load_or_compute(target, rows, lambda: projected_gradients(model, tokens, grad_config))
+    return load_or_compute(
+        target, rows, lambda: projected_gradients(model, tokens, grad_config, first_layer)
+    )
 
 
 def whitening(train: np.ndarray, lam: float) -> np.ndarray:
@@ -113,6 +123,7 @@ def gradient_features(
     grad_config: GradConfig,
     whiten: float = 0.0,
     center: bool = False,
+    first_layer: int = 0,
 ) -> dict[str, np.ndarray]:
     """{"train": [P, d], "test": [N, d]} simulator features of the pool and test examples:
     cached projected gradients at ``model``, through `transform`. ``center=True`` gives the
@@ -120,7 +131,7 @@ def gradient_features(
     pool side centred on its mean, so that a batch moves a test example's loss only by how its
     examples differ from the pool's average, which the mean trajectory already holds."""
     raw = {
-        side: cached_projected_gradients(cache_file, model, tokens, grad_config)
+        side: cached_projected_gradients(cache_file, model, tokens, grad_config, first_layer)
         for side, tokens in (("train", pool_tokens), ("test", test_tokens))
     }
     train, test = transform(raw["train"], raw["test"], whiten, center)

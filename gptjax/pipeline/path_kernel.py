@@ -73,6 +73,8 @@ def mean_state(states: Sequence[Any]) -> Any:
         raise ValueError("no parameter states to average")
 
     def average(*xs):
+        if all(x is xs[0] for x in xs):  # shared, e.g. the frozen blocks of a partial run
+            return xs[0]
         first = np.asarray(xs[0])
         if not np.issubdtype(first.dtype, np.floating):
             return first
@@ -150,9 +152,11 @@ def path_kernel(
     grad_config: GradConfig,
     batch_size: int,
     precondition: str,
+    first_layer: int = 0,
 ) -> np.ndarray:
     """float32 [P, N]: K averaged over ``states`` ({step: mean parameter state}), cached at
-    ``<cache_file>.<hash>.npy``."""
+    ``<cache_file>.<hash>.npy``. ``first_layer`` > 0: gradients of a partially fine-tuned
+    model's trained parameters only (blocks first_layer.. and the final norm)."""
     cfg = exact_grad_config(grad_config)
     steps = sorted(states)
     settings = {
@@ -166,11 +170,13 @@ def path_kernel(
         "test": fingerprint(*(np.asarray(test_tokens[k]) for k in sorted(test_tokens))),
         "states": [fingerprint(*jax.tree.leaves(states[s])) for s in steps],
     }
+    if first_layer:  # absent for full fine-tuning, so that earlier caches stay valid
+        settings["first_layer"] = int(first_layer)
     target = cache_path(cache_file, features_key([], **settings))
     rows = len(pool_tokens["input_ids"])
 
     def compute() -> np.ndarray:
-        engine = GradientEngine(graphdef, states[steps[0]], cfg)
+        engine = GradientEngine(graphdef, states[steps[0]], cfg, first_layer=first_layer)
         n_test = len(test_tokens["input_ids"])
         budget = cfg.memory_budget_mb * 2**20
         held = (rows + n_test) * engine.num_explicit * 4  # every gradient at once
@@ -249,6 +255,7 @@ def path_kernel_features(
         config_lib.grad_config(config.baselines),
         int(config.collect.batch_size),
         str(sc.kernel_precondition),
+        config_lib.first_layer(config, prep.model),
     )
     label = (
         f"{'Adam-preconditioned' if sc.kernel_precondition == 'adam' else 'plain'} gradient "

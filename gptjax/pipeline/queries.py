@@ -264,6 +264,7 @@ class OpenWorkdir:
             nnx.split(base)[0],
             states[0],
             dataclasses.replace(config_lib.grad_config(bc), layers="all"),
+            first_layer=config_lib.first_layer(self.config, base),
         )
         scores = tracin_scores(
             engine,

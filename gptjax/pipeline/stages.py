@@ -198,6 +198,7 @@ def with_kernel_features(
             prep.test_tokens.loss_inputs(),
             config_lib.simulator_grad_config(config, "kernel_projection_dim"),
             center=True,
+            first_layer=config_lib.first_layer(config, prep.model),
         )
         label = f"base model's gradient kernel, projected to {sc.kernel_projection_dim} dims"
     else:
@@ -408,6 +409,7 @@ def baselines_stage(
             num_checkpoints=bc.num_checkpoints,
             start=start,
             progress=config.progress,
+            first_layer=config_lib.first_layer(config, prep.model),
         )
     seen, unseen = split_test_examples(config, next(iter(dyn.metrics.values())).shape[2])
     held_out = len(unseen) > 0
