@@ -662,7 +662,8 @@ def summary_table(experiments: list[Experiment], records: dict[str, dict]) -> li
         "(`gradient_kernel`, [docs/simulator.md](docs/simulator.md)), added after the "
         "paper's methods: the Adam-preconditioned kernel along the training runs' mean path, "
         "or, marked †, the first version (the base model's projected gradients); `–` where "
-        "an experiment ran before it existed.",
+        "an experiment ran before it existed or saved no parameters to take gradients at "
+        "(SmolLM2's tasks other than SST-2, [docs/experiments.md](docs/experiments.md)).",
         "",
         *lines,
         "",
