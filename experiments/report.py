@@ -663,7 +663,7 @@ def summary_table(experiments: list[Experiment], records: dict[str, dict]) -> li
         "paper's methods: the Adam-preconditioned kernel along the training runs' mean path, "
         "or, marked †, the first version (the base model's projected gradients); `–` where "
         "an experiment ran before it existed or saved no parameters to take gradients at "
-        "(SmolLM2's tasks other than SST-2, [docs/experiments.md](docs/experiments.md)).",
+        "([docs/experiments.md](docs/experiments.md) says which).",
         "",
         *lines,
         "",
