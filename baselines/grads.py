@@ -48,6 +48,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from gptjax.collect.runner import cached_residuals
 from gptjax.collect.train_step import RESIDUAL
 from gptjax.models.losses import masked_token_mean
 from gptjax.models.transformer import is_trained
@@ -334,13 +335,6 @@ def _chunk_features(spec, leaves, proj, chunk):
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _residual_chunk(spec, leaves, ids, mask):
-    """The residual stream entering block ``first_layer`` for a chunk of examples."""
-    model = nnx.merge(spec.graphdef, jax.tree_util.tree_unflatten(spec.treedef, leaves))
-    return model.residual_after(ids, mask, spec.plan.first_layer)
-
-
-@functools.partial(jax.jit, static_argnums=0)
 def _pair(spec, f1, f2):
     """[n1, n2] gradient inner products between two chunks of features."""
     out = 0.0
@@ -401,8 +395,9 @@ class GradientEngine:
     first_layer: for a partially fine-tuned model (``collect.train_layers``), its first trained
     block: gradients are then those of the trained parameters only (blocks first_layer.. and
     the final norm), as in the fine-tuning itself, and every example enters the trained
-    blocks from the output of the frozen ones, computed once per example and kept (the states
-    given to one engine must share their frozen blocks, as a partial run's checkpoints do).
+    blocks from the output of the frozen ones (`RESIDUAL` in the batch). A batch without it
+    gets it computed at each call; one scored at several states of a partial run (whose
+    checkpoints share their frozen blocks) is given it once by :meth:`attach_residuals`.
     0 (the default): every parameter is trained.
     """
 
@@ -416,7 +411,6 @@ class GradientEngine:
         first_layer: int = 0,
     ):
         self.graphdef = graphdef
-        self._residual_rows: dict[bytes, np.ndarray] = {}
         self.recorder = recorder
         self.cfg = cfg = cfg or GradConfig()
         self.paths, leaves, self.treedef = leaf_paths(like)
@@ -608,31 +602,24 @@ class GradientEngine:
             raise ValueError("parameter state does not match the engine's model structure")
         return [jnp.asarray(x) for x in leaves]
 
-    def with_residuals(self, leaves: list[jax.Array], batch: Batch) -> Batch:
-        """``batch`` with the residual stream entering the first trained block (a partially
-        fine-tuned model; otherwise the batch as given). Each example's is computed once by
-        the frozen blocks and kept, keyed by its tokens."""
+    def attach_residuals(self, state: Any, batch: Any) -> Batch:
+        """``batch`` with the residual stream entering the first trained block of a partially
+        fine-tuned model (`RESIDUAL`), from the frozen blocks of ``state`` (the collection's
+        `cached_residuals`); as given when every parameter is trained or it has one already.
+        The frozen blocks are the same at every checkpoint of a partial run, so a batch
+        scored at several of them needs this once."""
+        batch = as_batch(batch)
         if not self.plan.first_layer or RESIDUAL in batch:
             return batch
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        keys = [i.tobytes() + m.tobytes() for i, m in zip(ids, mask, strict=True)]
-        missing = [r for r, key in enumerate(keys) if key not in self._residual_rows]
-        size = 8  # examples per call: one compiled shape, the trunk's activations small
-        for start in range(0, len(missing), size):
-            rows = missing[start : start + size]
-            pad = rows + [rows[0]] * (size - len(rows))
-            out = np.asarray(
-                self._compiled("residual", _residual_chunk, self.spec, leaves, ids[pad], mask[pad])
-            )
-            for j, r in enumerate(rows):
-                self._residual_rows[keys[r]] = out[j]
-        return batch | {RESIDUAL: np.stack([self._residual_rows[key] for key in keys])}
+        # 8 examples a call: the trunk's activations stay small, the last chunk compiles once.
+        model = nnx.merge(self.graphdef, state)
+        trunk = cached_residuals(model, batch, self.plan.first_layer, chunk=8)
+        return batch | {RESIDUAL: np.asarray(trunk[RESIDUAL], np.float32)}
 
     def features(self, state: Any, batch: Any, chunk: int | None = None) -> list[tuple[int, Any]]:
         """Per-chunk features of every example of a batch: [(real size, features)]."""
-        batch = as_batch(batch)
+        batch = self.attach_residuals(state, batch)
         leaves = self.leaves(state)
-        batch = self.with_residuals(leaves, batch)
         size = chunk or self.chunk_size(
             batch["input_ids"].shape[1], batch["target_pos"].shape[1], num_examples(batch)
         )
@@ -646,7 +633,7 @@ class GradientEngine:
         if m == 0 or n == 0:
             return out
         leaves = self.leaves(state)
-        train, test = self.with_residuals(leaves, train), self.with_residuals(leaves, test)
+        train, test = self.attach_residuals(state, train), self.attach_residuals(state, test)
         lt, st = test["input_ids"].shape[1], test["target_pos"].shape[1]
         lr, sr = train["input_ids"].shape[1], train["target_pos"].shape[1]
         size_test, size_train = self.chunk_size(lt, st, n), self.chunk_size(lr, sr, m)

@@ -74,6 +74,9 @@ def predict_gradient_methods(
                 first_layer=first_layer,
             )
             scorers[layers] = {}
+            # The frozen blocks' output (a partially fine-tuned model), once for every run.
+            train_tokens = engines[layers].attach_residuals(like, train_tokens)
+            test_tokens = engines[layers].attach_residuals(like, test_tokens)
         bar.set_postfix(method=method)
         t0 = time.perf_counter()
         preds = []

@@ -61,7 +61,11 @@ def tracin_scores(
     ``TracInCP.influence`` returns the transpose)."""
     if len(states) != len(learning_rates):
         raise ValueError(f"{len(states)} checkpoints but {len(learning_rates)} learning rates")
-    train, test = as_batch(train), as_batch(test)
+    if not states:
+        raise ValueError("TracIn-CP needs at least one checkpoint")
+    # A partial run's checkpoints share the frozen blocks: their output is computed once.
+    train = engine.attach_residuals(states[0], train)
+    test = engine.attach_residuals(states[0], test)
     total = np.zeros((train["input_ids"].shape[0], test["input_ids"].shape[0]), np.float64)
     for state, lr in zip(states, learning_rates, strict=True):
         total += float(lr) * engine.scores(state, train, test)
@@ -77,7 +81,9 @@ def self_influence(
     """[M] self-influence Σ_c η_c ‖∇ℓ(z_i; θ_c)‖² (high: hard or mislabelled examples)."""
     if len(states) != len(learning_rates):
         raise ValueError(f"{len(states)} checkpoints but {len(learning_rates)} learning rates")
-    examples = as_batch(examples)
+    if not states:
+        raise ValueError("self-influence needs at least one checkpoint")
+    examples = engine.attach_residuals(states[0], examples)  # once: see tracin_scores
     total = np.zeros((examples["input_ids"].shape[0],), np.float64)
     for state, lr in zip(states, learning_rates, strict=True):
         total += float(lr) * engine.self_scores(state, examples)

@@ -563,6 +563,12 @@ def _gradient_row(
         first_layer=config_lib.first_layer(ow.config, base),
     )
     curriculum, lr = ow.dynamics.curricula[run], ow.dynamics.lr[run]
+    # A partially fine-tuned model's frozen blocks: their output is computed once (as in the
+    # collection), not per prediction; its time is reported apart.
+    t0 = time.perf_counter()
+    pool_tokens = engine.attach_residuals(next(iter(states.values())), pool_tokens)
+    test_tokens = engine.attach_residuals(next(iter(states.values())), test_tokens)
+    trunk_s = time.perf_counter() - t0
 
     def cost(ids: np.ndarray) -> dict[str, Any]:
         return gradient_cost(
@@ -587,6 +593,7 @@ def _gradient_row(
         "num_checkpoints": k if mode == "k" else None,
         "grad_config": dataclasses.asdict(grad_config),
         "checkpoint_read_s": read_s,
+        "frozen_trunk_s": trunk_s,
         "single": single,
         "amortised": _per_sample(every, ow.num_test) | {"totals": amortised},
     }

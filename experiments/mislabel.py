@@ -125,6 +125,7 @@ def tracin_self_influence(ow: queries.OpenWorkdir, run: int | None = None) -> np
         nnx.split(base)[0],
         states[0],
         dataclasses.replace(config_lib.grad_config(ow.config.baselines), layers="all"),
+        first_layer=config_lib.first_layer(ow.config, base),
     )
     return self_influence(
         engine, states, list(weights.values()), take(pool_tokens, np.arange(ow.num_train))

@@ -453,3 +453,41 @@ def test_checkpoint_tracin_of_a_partial_run_matches_its_recorded_inner_products(
     want = np.stack([simulate_from_dots(dyn.tracin_dots[r], dyn.lr[r], y[r, :1]) for r in runs])
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
     assert np.abs(got[:, 1:] - got[:, :1]).max() > 1e-3  # the trained blocks moved
+
+
+def test_frozen_blocks_output_is_attached_once_for_every_checkpoint(setup, monkeypatch):
+    """A partial model's engine enters the trained blocks from the frozen blocks' output:
+    attached beforehand or computed in the call, the scores are the same; TracIn-CP over
+    several checkpoints runs the frozen blocks once per batch, not once per checkpoint; a
+    fully trained model's batches are left as they are."""
+    import baselines.grads as grads_module
+    from baselines.tracin import tracin_scores
+    from gptjax.collect.train_step import RESIDUAL
+
+    model, pool, test = setup
+    first = model.config.num_layers - 1
+    graphdef, params = nnx.split(model)
+    engine = GradientEngine(graphdef, params, GradConfig(factorize="none"), first_layer=first)
+    attached = engine.attach_residuals(params, pool)
+    want = np.asarray(
+        model.residual_after(
+            jnp.asarray(pool["input_ids"]), jnp.asarray(pool["attention_mask"]), first
+        )
+    )
+    np.testing.assert_allclose(attached[RESIDUAL], want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        engine.scores(params, attached, engine.attach_residuals(params, test)),
+        engine.scores(params, pool, test),
+        rtol=1e-6,
+        atol=1e-9,
+    )
+    full = GradientEngine(graphdef, params, GradConfig(factorize="none"))
+    assert RESIDUAL not in full.attach_residuals(params, pool)
+
+    calls = []
+    real = grads_module.cached_residuals
+    monkeypatch.setattr(
+        grads_module, "cached_residuals", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    tracin_scores(engine, [params, params, params], [0.1, 0.2, 0.3], pool, test)
+    assert len(calls) == 2  # the pool and the test examples, each once

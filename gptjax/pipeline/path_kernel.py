@@ -177,6 +177,9 @@ def path_kernel(
 
     def compute() -> np.ndarray:
         engine = GradientEngine(graphdef, states[steps[0]], cfg, first_layer=first_layer)
+        # Every state shares the frozen blocks (a partial run): their output is computed once.
+        pool = engine.attach_residuals(states[steps[0]], pool_tokens)
+        test = engine.attach_residuals(states[steps[0]], test_tokens)
         n_test = len(test_tokens["input_ids"])
         budget = cfg.memory_budget_mb * 2**20
         held = (rows + n_test) * engine.num_explicit * 4  # every gradient at once
@@ -191,13 +194,11 @@ def path_kernel(
         total = np.zeros((rows, n_test))
         for s in steps:
             if held <= budget:
-                g_pool = explicit_gradients(engine, states[s], pool_tokens)
-                g_test = explicit_gradients(engine, states[s], test_tokens)
+                g_pool = explicit_gradients(engine, states[s], pool)
+                g_test = explicit_gradients(engine, states[s], test)
                 total += kernel_at(g_pool, g_test, batch_size, precondition)
             else:
-                total += streamed_kernel_at(
-                    engine, states[s], pool_tokens, test_tokens, batch_size, precondition
-                )
+                total += streamed_kernel_at(engine, states[s], pool, test, batch_size, precondition)
         return (total / len(steps)).astype(np.float32)
 
     return load_or_compute(target, rows, compute)
