@@ -13,9 +13,11 @@ blocks and the final norm (`collect.train_layers = 2`); the embedding (tied to t
 unembedding) and blocks 0-27 are frozen and their output for every pool and test example is
 computed once and cached. Test losses every 4 steps (`collect.eval_every = 4`), float32.
 TracIn-CP (all steps) comes from the inner products recorded during collection
-(`collect.tracin_dots = True`: one forward-mode pass over the test set at every step; no
-checkpoint is stored, and with partial fine-tuning the gradients are the trained
-parameters'). 32 runs x 24 steps (subsets of 32 from a pool of 64
+(`collect.tracin_dots = True`: one forward-mode pass over the test set at every step; with
+partial fine-tuning the gradients are the trained parameters'). The trained blocks are also
+saved at steps 2, 5, 7, 10, 12, 14, 17, 19, 22 and 24 (28 MB each, 9 GB for the 32 runs), for
+TracIn-CP (10 checkpoints), Grad-Dot and the gradient-kernel simulators, whose per-example
+gradients are the trained blocks' from the frozen blocks' cached output. 32 runs x 24 steps (subsets of 32 from a pool of 64
 RTE training pairs, batch 4, 3 epochs, AdamW lr 1e-4 with linear decay), 64 test
 examples, 128 tokens (premise and hypothesis), split 24 / 2 / 6. Table: EXPERIMENTS.md.
 """
@@ -24,4 +26,4 @@ from experiments.protocol import smollm2_config
 
 
 def get_config():
-    return smollm2_config("rte", max_len=128)  # premise and hypothesis: longer than SST-2
+    return smollm2_config("rte", max_len=128, saved_blocks=True)  # premise and hypothesis: longer than SST-2
