@@ -17,13 +17,15 @@ TracIn-CP (all steps) comes from the inner products recorded during collection
 partial fine-tuning the gradients are the trained parameters'). The trained blocks are also
 saved at steps 2, 5, 7, 10, 12, 14, 17, 19, 22 and 24 (28 MB each, 9 GB for the 32 runs), for
 TracIn-CP (10 checkpoints), Grad-Dot and the gradient-kernel simulators, whose per-example
-gradients are the trained blocks' from the frozen blocks' cached output. 32 runs x 24 steps (subsets of 32 from a pool of 64
-RTE training pairs, batch 4, 3 epochs, AdamW lr 1e-4 with linear decay), 64 test
-examples, 128 tokens (premise and hypothesis), split 24 / 2 / 6. Table: EXPERIMENTS.md.
+gradients are the trained blocks' from the frozen blocks' cached output. 32 runs x 24 steps
+(subsets of 32 from a pool of 64 RTE training pairs, batch 4, 3 epochs, AdamW lr 1e-4 with
+linear decay), 64 test examples, 128 tokens (premise and hypothesis), split 24 / 2 / 6.
+Table: EXPERIMENTS.md.
 """
 
 from experiments.protocol import smollm2_config
 
 
 def get_config():
-    return smollm2_config("rte", max_len=128, saved_blocks=True)  # premise and hypothesis: longer than SST-2
+    # 128 tokens: premise and hypothesis are longer than SST-2's sentences.
+    return smollm2_config("rte", max_len=128, saved_blocks=True)
