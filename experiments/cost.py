@@ -556,9 +556,10 @@ def _gradient_row(
     states = {int(c): params_at(run, int(c)) for c in np.unique(schedule[start - 1 :])}
     read_s = time.perf_counter() - t0
     grad_config = dataclasses.replace(config_lib.grad_config(bc), layers=layers)
+    like = next(iter(states.values()))
     engine = GradientEngine(
         nnx.split(base)[0],
-        next(iter(states.values())),
+        like,
         grad_config,
         first_layer=config_lib.first_layer(ow.config, base),
     )
@@ -566,8 +567,8 @@ def _gradient_row(
     # A partially fine-tuned model's frozen blocks: their output is computed once (as in the
     # collection), not per prediction; its time is reported apart.
     t0 = time.perf_counter()
-    pool_tokens = engine.attach_residuals(next(iter(states.values())), pool_tokens)
-    test_tokens = engine.attach_residuals(next(iter(states.values())), test_tokens)
+    pool_tokens = engine.attach_residuals(like, pool_tokens)
+    test_tokens = engine.attach_residuals(like, test_tokens)
     trunk_s = time.perf_counter() - t0
 
     def cost(ids: np.ndarray) -> dict[str, Any]:

@@ -12,6 +12,7 @@ those, on its local devices.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shutil
 import time
 from collections.abc import Callable
@@ -215,20 +216,23 @@ def split_trained(model: Transformer, train_layers: int) -> tuple[nnx.GraphDef, 
     return graphdef, params, frozen, first
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _frozen_prefix(graphdef: Any, first_layer: int, state: Any, ids: Any, mask: Any) -> jax.Array:
+    # Module level, keyed by the model's structure: every call for one model (the pool and
+    # the test set, each gradient engine's batches) shares its compilation.
+    return nnx.merge(graphdef, state).residual_after(ids, mask, first_layer)
+
+
 def cached_residuals(
     model: Transformer, tokens: dict[str, jax.Array], first_layer: int, chunk: int
 ) -> dict[str, jax.Array]:
     """``tokens`` with input_ids replaced by the frozen prefix's output (`RESIDUAL`), computed
     once, ``chunk`` examples at a time."""
     graphdef, state = nnx.split(model)
-
-    @jax.jit
-    def prefix(state, ids, mask):
-        return nnx.merge(graphdef, state).residual_after(ids, mask, first_layer)
-
     ids, mask = np.asarray(tokens["input_ids"]), np.asarray(tokens["attention_mask"])
     parts = [
-        prefix(state, ids[i : i + chunk], mask[i : i + chunk]) for i in range(0, len(ids), chunk)
+        _frozen_prefix(graphdef, first_layer, state, ids[i : i + chunk], mask[i : i + chunk])
+        for i in range(0, len(ids), chunk)
     ]
     out = {k: v for k, v in tokens.items() if k != "input_ids"}
     out[RESIDUAL] = jnp.concatenate(parts)
