@@ -491,3 +491,27 @@ def test_frozen_blocks_output_is_attached_once_for_every_checkpoint(setup, monke
     )
     tracin_scores(engine, [params, params, params], [0.1, 0.2, 0.3], pool, test)
     assert len(calls) == 2  # the pool and the test examples, each once
+
+
+def test_frozen_blocks_output_pads_its_last_chunk_to_one_compilation(setup):
+    """A count that is not a multiple of the chunk: the last chunk is padded to the chunk's
+    shape, so it reuses the compilation of the full chunks (one new cache entry, not two),
+    and the padding rows never reach the output."""
+    from gptjax.collect.runner import _frozen_prefix, cached_residuals
+    from gptjax.collect.train_step import RESIDUAL
+
+    model, pool, _ = setup
+    first = model.config.num_layers - 1
+    count = len(pool["input_ids"]) - 1
+    part = {k: np.asarray(v)[:count] for k, v in pool.items()}
+    chunk = 3 if count % 3 else 4
+    assert count % chunk and count > chunk
+    before = _frozen_prefix._cache_size()
+    got = cached_residuals(model, part, first, chunk)
+    assert _frozen_prefix._cache_size() - before == 1
+    want = model.residual_after(
+        jnp.asarray(part["input_ids"]), jnp.asarray(part["attention_mask"]), first
+    )
+    assert got[RESIDUAL].shape == want.shape
+    np.testing.assert_allclose(got[RESIDUAL], want, rtol=1e-5, atol=1e-6)
+    assert set(got) == (set(part) - {"input_ids"}) | {RESIDUAL}

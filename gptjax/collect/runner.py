@@ -230,12 +230,19 @@ def cached_residuals(
     once, ``chunk`` examples at a time."""
     graphdef, state = nnx.split(model)
     ids, mask = np.asarray(tokens["input_ids"]), np.asarray(tokens["attention_mask"])
+    count, chunk = len(ids), max(1, chunk)
+    # The last chunk is padded (its last example repeated) to the chunk's shape, so every
+    # chunk of a length shares one compilation; the padding rows are dropped below.
+    pad = -count % chunk
+    if pad:
+        ids = np.concatenate([ids, np.repeat(ids[-1:], pad, axis=0)])
+        mask = np.concatenate([mask, np.repeat(mask[-1:], pad, axis=0)])
     parts = [
         _frozen_prefix(graphdef, first_layer, state, ids[i : i + chunk], mask[i : i + chunk])
         for i in range(0, len(ids), chunk)
     ]
     out = {k: v for k, v in tokens.items() if k != "input_ids"}
-    out[RESIDUAL] = jnp.concatenate(parts)
+    out[RESIDUAL] = jnp.concatenate(parts)[:count]
     return out
 
 
