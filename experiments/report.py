@@ -423,11 +423,15 @@ def summarise(per_seed: dict[str, dict]) -> dict[str, dict[str, dict[str, Any]]]
                 out.setdefault(metric, {}).setdefault(method, {})
     for metric, methods in out.items():
         for method, cell in methods.items():
-            rows = [r[metric][method] for r in per_seed.values() if method in r.get(metric, {})]
+            seeds = [s for s, r in per_seed.items() if method in r.get(metric, {})]
+            rows = [per_seed[s][metric][method] for s in seeds]
             reasons = [r.get("reason", "not applicable") for r in rows if r.get("not_applicable")]
             if reasons and len(reasons) == len(rows):
                 cell["not_applicable"] = reasons[0]
                 continue
+            cell["seeds"] = [
+                s for s, r in zip(seeds, rows, strict=True) if not r.get("not_applicable")
+            ]
             rows = [r for r in rows if not r.get("not_applicable")]
             cell["notes"] = sorted({str(r["note"]) for r in rows if r.get("note")})
             for mean_key, spread_key, _, _ in COLUMNS:
@@ -466,7 +470,10 @@ def method_table(summary_metric: dict[str, dict]) -> str:
         "| method | " + " | ".join(h for _, _, h, _ in COLUMNS) + " |",
         "|---" * (len(COLUMNS) + 1) + "|",
     ]
-    skipped, notes = [], []
+    skipped, notes, fewer = [], [], []
+    # A method some seeds did not run (a seed collected before it was possible) is averaged
+    # over fewer seeds than the rest of the table: its row says so.
+    most = max((len(c.get("seeds", ())) for c in summary_metric.values()), default=0)
     for method in _ordered(summary_metric):
         cell = summary_metric[method]
         if "not_applicable" in cell:
@@ -474,9 +481,17 @@ def method_table(summary_metric: dict[str, dict]) -> str:
             continue
         parts = [_cell(cell, a, b, d) for a, b, _, d in COLUMNS]
         mark = " \\*" if cell.get("notes") else ""
+        if "seeds" in cell and len(cell["seeds"]) < most:
+            mark += " ‡"
+            fewer.append((METHODS.get(method, method), cell["seeds"]))
         lines.append(f"| {METHODS.get(method, method)}{mark} | " + " | ".join(parts) + " |")
         notes += [f"\n\\* {METHODS.get(method, method)}: {n}" for n in cell.get("notes", [])]
     lines += notes
+    for name, seeds in fewer:
+        lines.append(
+            f"\n‡ {name}: over seed(s) {', '.join(seeds)} only ({len(seeds)} of {most}); the "
+            "other seeds' runs did not record it."
+        )
     for reason in sorted({r for _, r in skipped}):
         names = ", ".join(n for n, r in skipped if r == reason)
         lines.append(f"\nNot applicable: {names} ({reason}).")
@@ -637,6 +652,8 @@ def summary_table(experiments: list[Experiment], records: dict[str, dict]) -> li
         ]
         best = METHODS.get(min(ranked)[1], min(ranked)[1]) if ranked else "–"
         per_seed = record["per_seed"]
+        kernel = summary.get(KERNEL, {})
+        fewer = " ‡" if "seeds" in kernel and len(kernel["seeds"]) < len(per_seed) else ""
         lines.append(
             f"| {e.section}: {e.label} | {len(per_seed)} | {mean('gptfluence', 'mse_mean', 4)} "
             f"| {mean('simfluence', 'mse_mean', 4)} | {mean('mean_trajectory', 'mse_mean', 4)} "
@@ -644,7 +661,8 @@ def summary_table(experiments: list[Experiment], records: dict[str, dict]) -> li
             f"| {_wins(per_seed, metric, 'gptfluence', 'tracin_cp_all')} "
             f"| {_wins(per_seed, metric, 'gptfluence', 'mean_trajectory')} "
             f"| {mean('gptfluence', 'lds_mean', 3)} | {mean('tracin_cp_all', 'lds_mean', 3)} "
-            f"| {mean(KERNEL, 'mse_mean', 4)}{' †' if first_kernel(per_seed, metric) else ''} "
+            f"| {mean(KERNEL, 'mse_mean', 4)}{' †' if first_kernel(per_seed, metric) else ''}"
+            f"{fewer} "
             f"| {_wins(per_seed, metric, KERNEL, 'mean_trajectory')} "
             f"| {mean(KERNEL, 'lds_mean', 3)} |"
         )
@@ -663,7 +681,8 @@ def summary_table(experiments: list[Experiment], records: dict[str, dict]) -> li
         "paper's methods: the Adam-preconditioned kernel along the training runs' mean path, "
         "or, marked †, the first version (the base model's projected gradients); `–` where "
         "an experiment ran before it existed or saved no parameters to take gradients at "
-        "([docs/experiments.md](docs/experiments.md) says which).",
+        "([docs/experiments.md](docs/experiments.md) says which); marked ‡, a mean over "
+        "fewer seeds than the experiment's (its section says which).",
         "",
         *lines,
         "",

@@ -407,3 +407,29 @@ def test_stage_times_say_what_they_count(repo):
     ) in new
     # (60 + 101 + 60) / 3 collect, 20 simulate.
     assert f"wall time: {(60 + 101 + 60) / 3 + 20:.0f} s per seed (collect 74 s" in new
+
+
+def test_a_method_some_seeds_did_not_run_is_marked_with_its_seeds(repo):
+    # Seeds 0 and 1 were collected again with what Grad-Dot and the kernel need; seed 2 was
+    # not: their rows are means over 2 seeds and say so, in the section and the summary.
+    for seed in (0, 1):
+        path = repo / "workdirs" / "finetune_sst2" / f"seed_{seed}" / "results"
+        base = json.loads((path / "baselines.json").read_text())
+        base["results"]["loss"]["grad_dot"] = row(3.0 + seed, 1.0, 0.2, lds=-0.1)
+        (path / "baselines.json").write_text(json.dumps(base))
+        sims = json.loads((path / "simulators.json").read_text())
+        sims["results"]["loss"]["gradient_kernel"] = row(0.01 * (seed + 1), 0.01, 0.9, lds=0.8)
+        sims["results"]["loss"]["gradient_kernel"]["kernel"] = "Adam-preconditioned"
+        (path / "simulators.json").write_text(json.dumps(sims))
+    report.harvest(repo, report.EXPERIMENTS, report.SNAPSHOTS)
+    text = report.render(repo, report.EXPERIMENTS, report.SNAPSHOTS)
+    section = sst2_section(text)
+    grad_dot = next(x for x in section.splitlines() if x.startswith("| Grad-Dot"))
+    assert grad_dot.startswith("| Grad-Dot ‡ | 3.5000 (1.0000) ± 0.5000 |")
+    assert "‡ Grad-Dot: over seed(s) 0, 1 only (2 of 3)" in section
+    gpt = next(x for x in section.splitlines() if x.startswith("| GPTfluence"))
+    assert "‡" not in gpt
+    summary = text[text.index("## Summary") : text.index("## Fine-tuning")]
+    line = next(x for x in summary.splitlines() if x.startswith("| Fine-tuning: SST-2 |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[11] == "0.0150 ‡"
