@@ -645,13 +645,17 @@ def summary_table(experiments: list[Experiment], records: dict[str, dict]) -> li
             value = summary.get(method, {}).get(key)
             return f"{value[0]:.{digits}f}" if value else "–"
 
+        per_seed = record["per_seed"]
+        # The lowest mean among the methods every seed ran: a mean over fewer seeds is not
+        # comparable with the others'.
         ranked = [
             (summary[m]["mse_mean"][0], m)
             for m in summary
-            if summary[m].get("mse_mean") and "not_applicable" not in summary[m]
+            if summary[m].get("mse_mean")
+            and "not_applicable" not in summary[m]
+            and len(summary[m].get("seeds", per_seed)) == len(per_seed)
         ]
         best = METHODS.get(min(ranked)[1], min(ranked)[1]) if ranked else "–"
-        per_seed = record["per_seed"]
         kernel = summary.get(KERNEL, {})
         fewer = " ‡" if "seeds" in kernel and len(kernel["seeds"]) < len(per_seed) else ""
         lines.append(
@@ -682,7 +686,8 @@ def summary_table(experiments: list[Experiment], records: dict[str, dict]) -> li
         "or, marked †, the first version (the base model's projected gradients); `–` where "
         "an experiment ran before it existed or saved no parameters to take gradients at "
         "([docs/experiments.md](docs/experiments.md) says which); marked ‡, a mean over "
-        "fewer seeds than the experiment's (its section says which).",
+        "fewer seeds than the experiment's (its section says which) and left out of "
+        "`lowest MSE`.",
         "",
         *lines,
         "",
