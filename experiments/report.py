@@ -414,8 +414,9 @@ def _finite(values) -> list[float]:
 
 
 def summarise(per_seed: dict[str, dict]) -> dict[str, dict[str, dict[str, Any]]]:
-    """{metric: {method: {key: (mean over seeds, std over seeds, n) or None, "not_applicable":
-    reason}}}; the LDS falls back to ``across_run_spearman`` for rows without ``lds_mean``."""
+    """{metric: {method: {key: (mean over seeds, std over seeds, n) or None, "seeds": the
+    seeds averaged, "not_applicable": reason}}}; the LDS falls back to
+    ``across_run_spearman`` for rows without ``lds_mean``."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for rows in per_seed.values():
         for metric, methods in rows.items():
@@ -444,7 +445,6 @@ def summarise(per_seed: dict[str, dict]) -> dict[str, dict[str, dict[str, Any]]]
                         ]  # older rows
                     v = _finite(values)
                     cell[key] = (float(np.mean(v)), float(np.std(v)), len(v)) if v else None
-            cell["n_seeds"] = len(rows)
     return out
 
 
@@ -653,7 +653,7 @@ def summary_table(experiments: list[Experiment], records: dict[str, dict]) -> li
             for m in summary
             if summary[m].get("mse_mean")
             and "not_applicable" not in summary[m]
-            and len(summary[m].get("seeds", per_seed)) == len(per_seed)
+            and len(summary[m]["seeds"]) == len(per_seed)
         ]
         best = METHODS.get(min(ranked)[1], min(ranked)[1]) if ranked else "–"
         kernel = summary.get(KERNEL, {})

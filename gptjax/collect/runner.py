@@ -233,10 +233,7 @@ def cached_residuals(
     count, chunk = len(ids), max(1, chunk)
     # The last chunk is padded (its last example repeated) to the chunk's shape, so every
     # chunk of a length shares one compilation; the padding rows are dropped below.
-    pad = -count % chunk
-    if pad:
-        ids = np.concatenate([ids, np.repeat(ids[-1:], pad, axis=0)])
-        mask = np.concatenate([mask, np.repeat(mask[-1:], pad, axis=0)])
+    ids, mask = (np.pad(a, ((0, -count % chunk), (0, 0)), mode="edge") for a in (ids, mask))
     parts = [
         _frozen_prefix(graphdef, first_layer, state, ids[i : i + chunk], mask[i : i + chunk])
         for i in range(0, len(ids), chunk)
