@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from experiments import cost, report
-from gptjax import paths
+from tests.installed import skip_without_models
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "tests" / "configs" / "tiny.py"
@@ -40,12 +40,7 @@ def tiny_config():
 
 
 def needs_models():
-    if not paths.pythia_tokenizer().is_file():
-        pytest.skip("the Pythia tokenizer is not installed")
-    try:
-        paths.minilm_dir()
-    except FileNotFoundError:
-        pytest.skip("all-MiniLM-L6-v2 is not installed")
+    skip_without_models()
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gptjax import paths
+from tests.installed import skip_without_models
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -78,12 +78,7 @@ def kernel_for_this_python(root: Path) -> str:
 
 
 def test_notebook_runs_on_the_tiny_config(tmp_path, monkeypatch):
-    if not paths.pythia_tokenizer().is_file():
-        pytest.skip("the Pythia tokenizer is not installed")
-    try:
-        paths.minilm_dir()
-    except FileNotFoundError:
-        pytest.skip("all-MiniLM-L6-v2 is not installed")
+    skip_without_models()
 
     nb = read_notebook()
     workdir = tmp_path / "workdir"
