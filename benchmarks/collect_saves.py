@@ -22,8 +22,6 @@ import json
 import tempfile
 from pathlib import Path
 
-SAVE_STEPS = (2, 5, 7, 10, 12, 14, 17, 19, 22, 24)  # smollm2_config's, for 24 steps
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -36,10 +34,14 @@ def main() -> None:
     if unknown or args.runs < 1 or args.groups < 1:
         raise SystemExit(f"error: --variants {sorted(unknown)} unknown, or --runs/--groups < 1")
 
+    import dataclasses
+    import runpy
+
     from gptjax import paths
     from gptjax.collect import runner
-    from gptjax.collect.runner import CollectSpec, collect
+    from gptjax.collect.runner import collect
     from gptjax.models.gguf_loading import load_gguf
+    from gptjax.pipeline.config import collect_spec
     from gptjax.store import RunStore
     from gptjax.tasks import build_pools, tokenize_examples
 
@@ -47,6 +49,8 @@ def main() -> None:
     pools = build_pools("wmt16_de_en", pool_size=64, unseen_size=0, test_size=32, seed=0)
     pool = tokenize_examples(pools.train, tokenizer, max_len=96).loss_inputs()
     test = tokenize_examples(pools.test, tokenizer, max_len=96).loss_inputs()
+    # The WMT16 config's collection, save steps included (its decoding is not part of it).
+    protocol = collect_spec(runpy.run_path("configs/smollm2_wmt16_de_en.py")["get_config"]())
     writer = runner._CheckpointWriter
     real_save, real_close = writer.save, writer.close
     walls: dict[str, list[float]] = {}
@@ -55,19 +59,11 @@ def main() -> None:
             writer.save, writer.close = (lambda *a, **k: None), (lambda self: None)
         else:
             writer.save, writer.close = real_save, real_close
-        spec = CollectSpec(
-            seed=0,
+        spec = dataclasses.replace(
+            protocol,
             num_runs=args.groups * args.runs,
-            subset_size=32,
-            batch_size=4,
-            epochs=3,
-            learning_rate=1e-4,
             runs_per_device=args.runs,
-            eval_chunk=8,
-            train_layers=2,
-            eval_every=4,
-            tracin_dots=True,
-            save_steps=SAVE_STEPS if variant != "nosave" else (),
+            save_steps=protocol.save_steps if variant != "nosave" else (),
         )
         with tempfile.TemporaryDirectory() as tmp:
             store = RunStore(Path(tmp) / "runs")
@@ -84,7 +80,7 @@ def main() -> None:
     print(f"\n| variant | s per group of {args.runs} runs (last group) | s per run-step |")
     print("|---|---|---|")
     for variant, w in walls.items():
-        print(f"| {variant} | {w[-1]:.1f} | {w[-1] / (args.runs * 24):.3f} |")
+        print(f"| {variant} | {w[-1]:.1f} | {w[-1] / (args.runs * protocol.num_steps):.3f} |")
     ratio = walls["save"][-1] / walls["nosave"][-1] if {"save", "nosave"} <= set(walls) else None
     print(
         json.dumps(

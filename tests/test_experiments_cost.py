@@ -39,14 +39,10 @@ def tiny_config():
     return c
 
 
-def needs_models():
-    skip_without_models()
-
-
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory):
     """(workdir, the JSON record written to --out, the last printed line, the printed text)."""
-    needs_models()
+    skip_without_models()
     from gptjax.pipeline import run_pipeline
 
     root = tmp_path_factory.mktemp("cost")
