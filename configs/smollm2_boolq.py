@@ -15,7 +15,10 @@ computed once and cached. Test losses every 4 steps (`collect.eval_every = 4`), 
 TracIn-CP (all steps) comes from the inner products recorded during collection
 (`collect.tracin_dots = True`: one forward-mode pass over the test set at every step; no
 checkpoint is stored, and with partial fine-tuning the gradients are the trained
-parameters'). 32 runs x 24 steps (subsets of 32 from a pool of 64
+parameters'). The trained blocks are also saved at steps 2, 5, 7, 10, 12, 14, 17, 19, 22
+and 24 (28 MB each, 9 GB for the 32 runs), for TracIn-CP (10 checkpoints), Grad-Dot and the
+gradient-kernel simulators, whose per-example gradients are the trained blocks' from the
+frozen blocks' cached output. 32 runs x 24 steps (subsets of 32 from a pool of 64
 BoolQ training questions, batch 4, 3 epochs, AdamW lr 1e-4 with linear decay), 64 test
 examples, 192 tokens (passage and question, as in the small-model BoolQ experiment), split
 24 / 2 / 6. Table: EXPERIMENTS.md.
@@ -25,4 +28,4 @@ from experiments.protocol import MAX_LEN, smollm2_config
 
 
 def get_config():
-    return smollm2_config("boolq", max_len=MAX_LEN["boolq"])
+    return smollm2_config("boolq", max_len=MAX_LEN["boolq"], saved_blocks=True)
