@@ -16,6 +16,10 @@ computed once and cached. Test losses every 4 steps (`collect.eval_every = 4`), 
 no generations (loss only: on this CPU SmolLM2's decoding costs more than the rest of the
 collection; configs/smollm2_webnlg.py and configs/smollm2_wmt16_de_en.py record BLEU /
 ROUGE-L). TracIn-CP (all steps) comes from the inner products recorded during collection.
+The trained blocks are also saved at steps 2, 5, 7, 10, 12, 14, 17, 19, 22 and 24 (28 MB
+each, 9 GB for the 32 runs), for TracIn-CP (10 checkpoints), Grad-Dot and the
+gradient-kernel simulators, whose per-example gradients are the trained blocks' from the
+frozen blocks' cached output.
 32 runs x 24 steps (subsets of 32 from a pool of 64 examples spread evenly over sst2, rte,
 boolq, webnlg and wmt16_de_en in FLAN-style instruction templates, batch 4, 3 epochs, AdamW
 lr 1e-4 with linear decay), 25 test examples (5 per task; the small model's 50 took about
@@ -30,7 +34,7 @@ from experiments.protocol import instruction_mixture, smollm2_config
 
 
 def get_config():
-    c = smollm2_config("mixture", max_len=128)
+    c = smollm2_config("mixture", max_len=128, saved_blocks=True)
     instruction_mixture(c)
     c.data.test_size = 25
     # 8 runs at a time, not 16: at 128 tokens 16 runs' training and evaluation logits
