@@ -498,6 +498,29 @@ def method_table(summary_metric: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def fewer_methods(record: dict) -> dict[str, list[str]]:
+    """{seed: the methods other seeds have and it lacks} for the seeds of a record whose
+    method sets differ (e.g. collected before the trained blocks were saved): their simulate
+    and baselines stages ran less, so a mean of stage times over all seeds mixes two kinds."""
+    per_seed = record.get("per_seed") or {}
+    had = {s: {m for rows in r.values() for m in rows} for s, r in per_seed.items()}
+    union = set().union(*had.values()) if had else set()
+    return {
+        s: _ordered(union - methods)
+        for s, methods in sorted(had.items(), key=lambda kv: int(kv[0]))
+        if union - methods
+    }
+
+
+def _fewer_methods_note(record: dict) -> str:
+    gaps = fewer_methods(record)
+    return "; ".join(
+        f"seed {s} ran without {', '.join(METHODS.get(m, m) for m in missing)}, so its "
+        "simulate and baselines times are not like the others'"
+        for s, missing in gaps.items()
+    )
+
+
 def _wall(record: dict) -> str:
     seconds = record.get("stage_seconds") or {}
     totals = [sum(_finite(t.values())) for t in seconds.values() if t]
@@ -507,9 +530,10 @@ def _wall(record: dict) -> str:
     per_stage = ", ".join(
         f"{s} {np.mean(_finite(t.get(s) for t in seconds.values())):.0f} s" for s in stages
     )
+    mixed = _fewer_methods_note(record)
     return (
         f"{np.mean(totals):.0f} s per seed ({per_stage}; mean over {len(totals)} seed(s); "
-        f"{_how_timed(record)})"
+        f"{_how_timed(record)}{'; ' + mixed if mixed else ''})"
     )
 
 
@@ -837,7 +861,17 @@ def cost_table(experiments: list[Experiment], records: dict[str, dict]) -> list[
         for stage in ("prepare", "collect", "simulate", "baselines"):
             v = _finite(t.get(stage) for t in seconds.values())
             cells.append(f"{np.mean(v):.0f}" if v else "–")
-        lines.append(f"| {e.section}: {e.label} | {len(seconds)} | " + " | ".join(cells) + " |")
+        mark = " ¶" if fewer_methods(record) else ""
+        lines.append(
+            f"| {e.section}: {e.label}{mark} | {len(seconds)} | " + " | ".join(cells) + " |"
+        )
+    if any(fewer_methods(records.get(e.key) or {}) for e in experiments):
+        lines += [
+            "",
+            "¶ Its seeds ran different method sets (the experiment's wall-time line names "
+            "them): the simulate and baselines means mix seeds that ran the gradient methods "
+            "with seeds that did not.",
+        ]
     return lines + [""]
 
 

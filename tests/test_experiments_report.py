@@ -436,3 +436,34 @@ def test_a_method_some_seeds_did_not_run_is_marked_with_its_seeds(repo):
     # The kernel's mean over 2 seeds is the lowest, but not comparable: the lowest of the
     # methods every seed ran is named.
     assert cells[5] == "GPTfluence"
+
+
+def test_stage_times_name_the_seeds_that_ran_fewer_methods(repo):
+    # Seed 1 alone ran Grad-Dot (its baselines stage did more): the wall-time line and the
+    # cost table say the means mix the two kinds of seed, and which seeds lack what.
+    path = repo / "workdirs" / "finetune_sst2" / "seed_1" / "results"
+    base = json.loads((path / "baselines.json").read_text())
+    base["results"]["loss"]["grad_dot"] = row(3.0, 1.0, 0.2, lds=-0.1)
+    (path / "baselines.json").write_text(json.dumps(base))
+    report.harvest(repo, report.EXPERIMENTS, report.SNAPSHOTS)
+    record = json.loads((repo / report.SNAPSHOTS / "finetune_sst2.json").read_text())
+    assert report.fewer_methods(record) == {"0": ["grad_dot"], "2": ["grad_dot"]}
+    text = report.render(repo, report.EXPERIMENTS, report.SNAPSHOTS)
+    assert (
+        "seed 0 ran without Grad-Dot, so its simulate and baselines times are not like the "
+        "others'; seed 2 ran without Grad-Dot"
+    ) in sst2_section(text)
+    cost = text[text.index("| experiment | seeds | prepare (s)") :]
+    assert "\n| Fine-tuning: SST-2 ¶ | 3 |" in cost
+    assert "\n¶ Its seeds ran different method sets" in cost
+
+    for seed in (0, 2):  # every seed with the same methods: no note, no mark
+        path = repo / "workdirs" / "finetune_sst2" / f"seed_{seed}" / "results"
+        base = json.loads((path / "baselines.json").read_text())
+        base["results"]["loss"]["grad_dot"] = row(3.0, 1.0, 0.2, lds=-0.1)
+        (path / "baselines.json").write_text(json.dumps(base))
+    report.harvest(repo, report.EXPERIMENTS, report.SNAPSHOTS)
+    record = json.loads((repo / report.SNAPSHOTS / "finetune_sst2.json").read_text())
+    assert report.fewer_methods(record) == {}
+    text = report.render(repo, report.EXPERIMENTS, report.SNAPSHOTS)
+    assert "ran without" not in text and "¶" not in text
