@@ -725,8 +725,9 @@ READING_GROUPS = {
 }
 
 
-def reading_section(experiments: list[Experiment], records: dict[str, dict]) -> list[str]:
-    groups = {
+def reading_groups(experiments: list[Experiment], records: dict[str, dict]) -> dict[str, list]:
+    """{base model: the per_seed records of its main tables}, the pairs the reading pools."""
+    return {
         group: [
             records[e.key]["per_seed"]
             for e in experiments
@@ -734,7 +735,10 @@ def reading_section(experiments: list[Experiment], records: dict[str, dict]) -> 
         ]
         for group, sections in READING_GROUPS.items()
     }
-    return orderings.section(groups, METHODS)
+
+
+def reading_section(experiments: list[Experiment], records: dict[str, dict]) -> list[str]:
+    return orderings.section(reading_groups(experiments, records), METHODS)
 
 
 def _mean_std(values: list[float], digits: int = 3) -> str:

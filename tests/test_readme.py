@@ -62,3 +62,31 @@ def test_readme_demo_table_is_rendered_from_its_results_file():
     record = json.loads((ROOT / match.group(1)).read_text())
     assert len(record["seeds"]) >= 3
     assert match.group(2) == seeds_table(record)
+
+
+def test_readme_pooled_smollm2_sentence_matches_the_snapshots():
+    """The README's pooled SmolLM2 sentence (kernel below the mean trajectory on k of n seeds,
+    ratio and interval) is typed prose: it must say what experiments.orderings computes from
+    the committed snapshots, so a new seed that changes the figures fails here until it is
+    mended."""
+    import re
+
+    import numpy as np
+
+    from experiments import orderings, report
+
+    text = " ".join(README.read_text().split())
+    match = re.search(
+        r"below the mean trajectory on (\d+) of (\d+) seeds, loss MSE ratio "
+        r"([\d.]+) \[([\d.]+), ([\d.]+)\]",
+        text,
+    )
+    assert match, "README.md lost its pooled SmolLM2 sentence"
+    records = report.load_records(ROOT, report.EXPERIMENTS, report.SNAPSHOTS)
+    per_seed = report.reading_groups(report.EXPERIMENTS, records)["SmolLM2-135M (partial FT)"]
+    logs = orderings.paired_log_ratios(per_seed, report.KERNEL, "mean_trajectory")
+    mean, low, high = orderings.ratio_interval(logs)
+    wins, pairs, *stated = match.groups()
+    assert (int(wins), int(pairs)) == (int((logs < 0).sum()), logs.size)
+    assert [float(v) for v in stated] == [round(v, 2) for v in (mean, low, high)]
+    assert np.isfinite(low)
