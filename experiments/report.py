@@ -856,6 +856,7 @@ def cost_table(experiments: list[Experiment], records: dict[str, dict]) -> list[
         "| experiment | seeds | prepare (s) | collect (s) | simulate (s) | baselines (s) |",
         "|---|---|---|---|---|---|",
     ]
+    marked = False  # a row marked ¶ needs the footnote
     for e in experiments:
         record = records.get(e.key)
         if not record or not record.get("stage_seconds"):
@@ -865,11 +866,14 @@ def cost_table(experiments: list[Experiment], records: dict[str, dict]) -> list[
         for stage in ("prepare", "collect", "simulate", "baselines"):
             v = _finite(t.get(stage) for t in seconds.values())
             cells.append(f"{np.mean(v):.0f}" if v else "–")
-        mark = " ¶" if fewer_methods(record) else ""
+        mixed = bool(fewer_methods(record))
+        marked |= mixed
         lines.append(
-            f"| {e.section}: {e.label}{mark} | {len(seconds)} | " + " | ".join(cells) + " |"
+            f"| {e.section}: {e.label}{' ¶' if mixed else ''} | {len(seconds)} | "
+            + " | ".join(cells)
+            + " |"
         )
-    if any(fewer_methods(records.get(e.key) or {}) for e in experiments):
+    if marked:
         lines += [
             "",
             "¶ Its seeds ran different method sets (the experiment's wall-time line names "

@@ -438,13 +438,17 @@ def test_a_method_some_seeds_did_not_run_is_marked_with_its_seeds(repo):
     assert cells[5] == "GPTfluence"
 
 
+def add_grad_dot(repo: Path, seed: int) -> None:
+    path = repo / "workdirs" / "finetune_sst2" / f"seed_{seed}" / "results" / "baselines.json"
+    base = json.loads(path.read_text())
+    base["results"]["loss"]["grad_dot"] = row(3.0, 1.0, 0.2, lds=-0.1)
+    path.write_text(json.dumps(base))
+
+
 def test_stage_times_name_the_seeds_that_ran_fewer_methods(repo):
     # Seed 1 alone ran Grad-Dot (its baselines stage did more): the wall-time line and the
     # cost table say the means mix the two kinds of seed, and which seeds lack what.
-    path = repo / "workdirs" / "finetune_sst2" / "seed_1" / "results"
-    base = json.loads((path / "baselines.json").read_text())
-    base["results"]["loss"]["grad_dot"] = row(3.0, 1.0, 0.2, lds=-0.1)
-    (path / "baselines.json").write_text(json.dumps(base))
+    add_grad_dot(repo, 1)
     report.harvest(repo, report.EXPERIMENTS, report.SNAPSHOTS)
     record = json.loads((repo / report.SNAPSHOTS / "finetune_sst2.json").read_text())
     assert report.fewer_methods(record) == {"0": ["grad_dot"], "2": ["grad_dot"]}
@@ -458,10 +462,7 @@ def test_stage_times_name_the_seeds_that_ran_fewer_methods(repo):
     assert "\n¶ Its seeds ran different method sets" in cost
 
     for seed in (0, 2):  # every seed with the same methods: no note, no mark
-        path = repo / "workdirs" / "finetune_sst2" / f"seed_{seed}" / "results"
-        base = json.loads((path / "baselines.json").read_text())
-        base["results"]["loss"]["grad_dot"] = row(3.0, 1.0, 0.2, lds=-0.1)
-        (path / "baselines.json").write_text(json.dumps(base))
+        add_grad_dot(repo, seed)
     report.harvest(repo, report.EXPERIMENTS, report.SNAPSHOTS)
     record = json.loads((repo / report.SNAPSHOTS / "finetune_sst2.json").read_text())
     assert report.fewer_methods(record) == {}

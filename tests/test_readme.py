@@ -71,8 +71,6 @@ def test_readme_pooled_smollm2_sentence_matches_the_snapshots():
     mended."""
     import re
 
-    import numpy as np
-
     from experiments import orderings, report
 
     text = " ".join(README.read_text().split())
@@ -88,5 +86,5 @@ def test_readme_pooled_smollm2_sentence_matches_the_snapshots():
     mean, low, high = orderings.ratio_interval(logs)
     wins, pairs, *stated = match.groups()
     assert (int(wins), int(pairs)) == (int((logs < 0).sum()), logs.size)
-    assert [float(v) for v in stated] == [round(v, 2) for v in (mean, low, high)]
-    assert np.isfinite(low)
+    # As EXPERIMENTS.md prints them (orderings_table); an interval of NaNs never matches.
+    assert stated == [f"{v:.2f}" for v in (mean, low, high)]
