@@ -88,3 +88,36 @@ def test_readme_pooled_smollm2_sentence_matches_the_snapshots():
     assert (int(wins), int(pairs)) == (int((logs < 0).sum()), logs.size)
     # As EXPERIMENTS.md prints them (orderings_table); an interval of NaNs never matches.
     assert stated == [f"{v:.2f}" for v in (mean, low, high)]
+
+
+def test_readme_pooled_smollm2_sentence_names_the_tasks_it_pools():
+    """The same sentence's list of tasks is prose too: every SmolLM2 task with kernel rows is
+    named, and one whose kernel rows cover only some of its seeds is named with "seed" (as in
+    "the mixture's seed 0"), so adding a task's seeds fails here until the list is mended."""
+    import re
+
+    from experiments import orderings, report
+
+    text = " ".join(README.read_text().split())
+    match = re.search(r"\(partial fine-tuning; ([^)]*)\) it is below the mean trajectory", text)
+    assert match, "README.md lost the task list of its pooled SmolLM2 sentence"
+    named = match.group(1)
+    records = report.load_records(ROOT, report.EXPERIMENTS, report.SNAPSHOTS)
+    section = report.READING_GROUPS["SmolLM2-135M (partial FT)"]
+    pooled = [e for e in report.EXPERIMENTS if e.section in section and e.key in records]
+    assert pooled, "no SmolLM2 snapshot"
+    for experiment in pooled:
+        per_seed = records[experiment.key].get("per_seed", {})
+        covered = orderings.paired_log_ratios([per_seed], report.KERNEL, "mean_trajectory").size
+        # The label's first word (SST-2, RTE, WMT16, mixture) is the README's name for it.
+        short = experiment.label.split()[0]
+        if short == "mixture":
+            short = "the mixture"
+        if covered == 0:
+            assert short not in named, f"README pools {short}, which has no kernel rows"
+            continue
+        assert short in named, f"README does not name {short} ({covered} seeds pooled)"
+        partial = covered < len(per_seed)
+        assert (f"{short}'s seed" in named) == partial, (
+            f"{short}: kernel rows on {covered} of {len(per_seed)} seeds, README says {named!r}"
+        )
