@@ -434,7 +434,13 @@ def summarise(per_seed: dict[str, dict]) -> dict[str, dict[str, dict[str, Any]]]
                 s for s, r in zip(seeds, rows, strict=True) if not r.get("not_applicable")
             ]
             rows = [r for r in rows if not r.get("not_applicable")]
-            cell["notes"] = sorted({str(r["note"]) for r in rows if r.get("note")})
+            # {note: the seeds whose row carries it}: a note that holds on some seeds only
+            # (an early stop at the initial state, say) must not read as holding on all.
+            notes: dict[str, list[str]] = {}
+            for seed, r in zip(cell["seeds"], rows, strict=True):
+                if r.get("note"):
+                    notes.setdefault(str(r["note"]), []).append(seed)
+            cell["notes"] = dict(sorted(notes.items()))
             for mean_key, spread_key, _, _ in COLUMNS:
                 for key in (mean_key, spread_key):
                     values = [r.get(key) for r in rows]
@@ -485,7 +491,11 @@ def method_table(summary_metric: dict[str, dict]) -> str:
             mark += " ‡"
             fewer.append((METHODS.get(method, method), cell["seeds"]))
         lines.append(f"| {METHODS.get(method, method)}{mark} | " + " | ".join(parts) + " |")
-        notes += [f"\n\\* {METHODS.get(method, method)}: {n}" for n in cell.get("notes", [])]
+        for note, seeds in cell.get("notes", {}).items():
+            where = ""
+            if len(seeds) < len(cell["seeds"]):
+                where = f" (seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)} only)"
+            notes.append(f"\n\\* {METHODS.get(method, method)}{where}: {note}")
     lines += notes
     for name, seeds in fewer:
         lines.append(

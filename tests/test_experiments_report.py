@@ -468,3 +468,22 @@ def test_stage_times_name_the_seeds_that_ran_fewer_methods(repo):
     assert report.fewer_methods(record) == {}
     text = report.render(repo, report.EXPERIMENTS, report.SNAPSHOTS)
     assert "ran without" not in text and "¶" not in text
+
+
+def test_a_note_that_holds_on_some_seeds_names_them():
+    """An early stop at the initial state on seeds 0 and 2 must not read as holding on all
+    three; a note every seed carries stays unqualified."""
+    early = "kept its initial state"
+    per_seed = {
+        str(s): {
+            "loss": {
+                "gradient_kernel": row(0.1, 0.01, 0.9, lds=0.7, note=early if s != 1 else None),
+                "simfluence": row(0.3, 0.02, 0.7, lds=0.1, note="refit"),
+            }
+        }
+        for s in range(3)
+    }
+    table = report.method_table(report.summarise(per_seed)["loss"])
+    assert f"\\* gradient kernel (no MLPs) (seeds 0, 2 only): {early}" in table
+    assert "\\* Simfluence: refit" in table
+    assert "| gradient kernel (no MLPs) \\* |" in table
