@@ -735,15 +735,24 @@ READING_GROUPS = {
 }
 
 
+def reading_experiments(
+    experiments: list[Experiment], records: dict[str, dict]
+) -> dict[str, list[Experiment]]:
+    """{base model: its main-table experiments that have results}, whose seeds the reading
+    pools."""
+    return {
+        group: [
+            e for e in experiments if e.section in sections and "per_seed" in records.get(e.key, {})
+        ]
+        for group, sections in READING_GROUPS.items()
+    }
+
+
 def reading_groups(experiments: list[Experiment], records: dict[str, dict]) -> dict[str, list]:
     """{base model: the per_seed records of its main tables}, the pairs the reading pools."""
     return {
-        group: [
-            records[e.key]["per_seed"]
-            for e in experiments
-            if e.section in sections and "per_seed" in records.get(e.key, {})
-        ]
-        for group, sections in READING_GROUPS.items()
+        group: [records[e.key]["per_seed"] for e in pooled]
+        for group, pooled in reading_experiments(experiments, records).items()
     }
 
 

@@ -64,27 +64,40 @@ def test_readme_demo_table_is_rendered_from_its_results_file():
     assert match.group(2) == seeds_table(record)
 
 
+SMOLLM2 = "SmolLM2-135M (partial FT)"  # experiments.report's reading group
+
+# The README's pooled SmolLM2 sentence: its task list, k of n seeds, ratio and interval.
+POOLED_SENTENCE = re.compile(
+    r"\(partial fine-tuning; ([^)]*)\) it is below the mean trajectory on (\d+) of (\d+) "
+    r"seeds, loss MSE ratio ([\d.]+) \[([\d.]+), ([\d.]+)\]"
+)
+
+
+def pooled_sentence() -> list[str]:
+    match = POOLED_SENTENCE.search(" ".join(README.read_text().split()))
+    assert match, "README.md lost its pooled SmolLM2 sentence"
+    return list(match.groups())
+
+
+def smollm2_snapshots():
+    from experiments import report
+
+    records = report.load_records(ROOT, report.EXPERIMENTS, report.SNAPSHOTS)
+    return report.reading_experiments(report.EXPERIMENTS, records)[SMOLLM2], records
+
+
 def test_readme_pooled_smollm2_sentence_matches_the_snapshots():
     """The README's pooled SmolLM2 sentence (kernel below the mean trajectory on k of n seeds,
     ratio and interval) is typed prose: it must say what experiments.orderings computes from
     the committed snapshots, so a new seed that changes the figures fails here until it is
     mended."""
-    import re
-
     from experiments import orderings, report
 
-    text = " ".join(README.read_text().split())
-    match = re.search(
-        r"below the mean trajectory on (\d+) of (\d+) seeds, loss MSE ratio "
-        r"([\d.]+) \[([\d.]+), ([\d.]+)\]",
-        text,
-    )
-    assert match, "README.md lost its pooled SmolLM2 sentence"
-    records = report.load_records(ROOT, report.EXPERIMENTS, report.SNAPSHOTS)
-    per_seed = report.reading_groups(report.EXPERIMENTS, records)["SmolLM2-135M (partial FT)"]
+    _, wins, pairs, *stated = pooled_sentence()
+    pooled, records = smollm2_snapshots()
+    per_seed = [records[e.key]["per_seed"] for e in pooled]
     logs = orderings.paired_log_ratios(per_seed, report.KERNEL, "mean_trajectory")
     mean, low, high = orderings.ratio_interval(logs)
-    wins, pairs, *stated = match.groups()
     assert (int(wins), int(pairs)) == (int((logs < 0).sum()), logs.size)
     # As EXPERIMENTS.md prints them (orderings_table); an interval of NaNs never matches.
     assert stated == [f"{v:.2f}" for v in (mean, low, high)]
@@ -94,25 +107,16 @@ def test_readme_pooled_smollm2_sentence_names_the_tasks_it_pools():
     """The same sentence's list of tasks is prose too: every SmolLM2 task with kernel rows is
     named, and one whose kernel rows cover only some of its seeds is named with "seed" (as in
     "the mixture's seed 0"), so adding a task's seeds fails here until the list is mended."""
-    import re
-
     from experiments import orderings, report
 
-    text = " ".join(README.read_text().split())
-    match = re.search(r"\(partial fine-tuning; ([^)]*)\) it is below the mean trajectory", text)
-    assert match, "README.md lost the task list of its pooled SmolLM2 sentence"
-    named = match.group(1)
-    records = report.load_records(ROOT, report.EXPERIMENTS, report.SNAPSHOTS)
-    section = report.READING_GROUPS["SmolLM2-135M (partial FT)"]
-    pooled = [e for e in report.EXPERIMENTS if e.section in section and e.key in records]
+    named = pooled_sentence()[0]
+    pooled, records = smollm2_snapshots()
     assert pooled, "no SmolLM2 snapshot"
     for experiment in pooled:
-        per_seed = records[experiment.key].get("per_seed", {})
+        per_seed = records[experiment.key]["per_seed"]
         covered = orderings.paired_log_ratios([per_seed], report.KERNEL, "mean_trajectory").size
         # The label's first word (SST-2, RTE, WMT16, mixture) is the README's name for it.
         short = experiment.label.split()[0]
-        if short == "mixture":
-            short = "the mixture"
         if covered == 0:
             assert short not in named, f"README pools {short}, which has no kernel rows"
             continue
