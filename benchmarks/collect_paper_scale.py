@@ -24,6 +24,7 @@ import argparse
 import dataclasses
 import json
 import os
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +37,44 @@ def step_flops(num_params: int, train_tokens: int, eval_tokens: int) -> float:
     """Dense-matmul FLOPs of one run-step: forward + backward (6 per parameter and token) over
     the training batch, forward (2 per parameter and token) over the evaluated test tokens."""
     return 6.0 * num_params * train_tokens + 2.0 * num_params * eval_tokens
+
+
+def paper_shaped_model(hidden_size: int, num_layers: int, num_heads: int) -> tuple[Any, int]:
+    """(a GPT-NeoX of Pythia's layout, weights initialised in code, and its parameter count):
+    Pythia-410M's shape at d_model 1024, 24 layers, 16 heads."""
+    import jax
+    from flax import nnx
+
+    from gptjax.models.config import pythia_style
+    from gptjax.models.transformer import init_model
+
+    cfg = pythia_style(hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads)
+    model = init_model(cfg, seed=0)
+    num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    return model, num_params
+
+
+def sst2_inputs(
+    pool_size: int, test_size: int, max_len: int, data_root: str | None
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The loss inputs of real SST-2 pool and test examples (seed 0), Pythia-tokenized."""
+    from gptjax import paths
+    from gptjax.models.tokenizer import load_tokenizer
+    from gptjax.tasks import build_pools, tokenize_examples
+
+    tokenizer = load_tokenizer(paths.pythia_tokenizer())
+    pools = build_pools(
+        "sst2",
+        pool_size=pool_size,
+        unseen_size=0,
+        test_size=test_size,
+        seed=0,
+        data_root=data_root,
+    )
+    return tuple(
+        tokenize_examples(examples, tokenizer, max_len=max_len).loss_inputs()
+        for examples in (pools.train, pools.test)
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -59,31 +98,12 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
     import jax
-    from flax import nnx
 
-    from gptjax import paths
     from gptjax.collect.runner import CollectSpec
-    from gptjax.models.config import pythia_style
-    from gptjax.models.tokenizer import load_tokenizer
-    from gptjax.models.transformer import init_model
-    from gptjax.tasks import build_pools, tokenize_examples
 
-    cfg = pythia_style(
-        hidden_size=args.hidden_size, num_layers=args.num_layers, num_heads=args.num_heads
-    )
-    model = init_model(cfg, seed=0)
-    num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
-    tokenizer = load_tokenizer(paths.pythia_tokenizer())
-    pools = build_pools(
-        "sst2",
-        pool_size=4 * args.steps,
-        unseen_size=0,
-        test_size=args.test,
-        seed=0,
-        data_root=args.data_root,
-    )
-    pool = tokenize_examples(pools.train, tokenizer, max_len=args.max_len).loss_inputs()
-    test = tokenize_examples(pools.test, tokenizer, max_len=args.max_len).loss_inputs()
+    model, num_params = paper_shaped_model(args.hidden_size, args.num_layers, args.num_heads)
+    cfg = model.config
+    pool, test = sst2_inputs(4 * args.steps, args.test, args.max_len, args.data_root)
     device = jax.devices()[0]
     print(
         f"model: {num_params / 1e6:.0f}M parameters (d_model {cfg.hidden_size}, "

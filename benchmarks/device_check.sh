@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks whose figures docs/benchmarks.md records ("On a GPU"): the GPU path of
 # collection, the simulators and TracIn (the demo pipeline end to end), the model-step,
-# simulator and TracIn benchmarks, SmolLM2-135M collection and the paper-scale collection.
+# simulator and TracIn benchmarks, SmolLM2-135M collection, the paper-scale collection and the
+# paper-scale config's gradient kernel.
 # Written for the device tool's machine (one GPU, no network, a Python with JAX/flax/optax/
 # orbax/transformers/torch but none of our other needs), in two back-to-back calls, because the
 # SmolLM2 GGUF (98 MB) travels in two halves:
@@ -12,7 +13,7 @@
 #   .dev/gguf.sha256        sha256 of the GGUF;  .dev/gguf.part: its first half, then its second
 #
 #   bash benchmarks/device_check.sh 1    # stage half 1; demo pipeline, model step, simulator, TracIn
-#   bash benchmarks/device_check.sh 2    # join the GGUF; SmolLM2 collection, paper-scale collection
+#   bash benchmarks/device_check.sh 2    # join the GGUF; SmolLM2 collection, paper scale
 #
 # QUICK=1 runs the same steps at CPU-sized settings (a dry run of this script on any machine).
 # Everything goes to $OUT/device_check_<part>.log; each step has its own time limit, and a step
@@ -86,6 +87,8 @@ else
       --fast_runs 1 --fast_steps 2
     step paper_scale 600 python3 -m benchmarks.collect_paper_scale --hidden_size 64 \
       --num_layers 2 --num_heads 4 --runs 2 --steps 2 --test 16
+    step kernel_paper_scale 600 python3 -m benchmarks.kernel_paper_scale --hidden_size 64 \
+      --num_layers 2 --num_heads 4 --pool 2 --test 2
   else
     if [ -n "${GPTJAX_SMOLLM2_GGUF:-}" ]; then
       step collect_llm 150 python3 -m benchmarks.collect_llm --skip_torch --runs 8 --steps 4 \
@@ -94,5 +97,6 @@ else
       echo "=== collect_llm: skipped (no GGUF: the first half was not staged)" | tee -a "$LOG"
     fi
     step paper_scale 150 python3 -m benchmarks.collect_paper_scale --runs 8 --steps 8
+    step kernel_paper_scale 120 python3 -m benchmarks.kernel_paper_scale --pool 16 --test 16
   fi
 fi

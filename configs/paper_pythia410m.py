@@ -16,11 +16,16 @@ linearly, no warm-up; 32 runs split 25 / 2 / 5; 200 test examples. Saving every 
 410M model is out of reach (1.6 GB each), so parameters of the unembedding only
 (``lm_head``) are saved at 10 evenly spaced steps and the gradient baselines are the
 last-layer ones (TracIn-CP over 10 checkpoints, Grad-Dot), as the reference's Captum
-TracInCPFast did. Not run on the 2-CPU machine: it validates there (tests/test_configs.py).
+TracInCPFast did. Simulators: the paper's GPTfluence and Simfluence, and the gradient-kernel
+ones (``gptfluence_kernel``, ``gradient_kernel``) with the base model's gradients projected to
+8192 dimensions: the default kernel, exact gradients along the runs' mean path, would hold
+1.6 GB per example. Not run on the 2-CPU machine: it validates there (tests/test_configs.py),
+and tests/test_paper_config.py runs it end to end on a tiny checkpoint of the same layout.
 """
 
 import os
 
+from experiments.protocol import MODELS
 from gptjax.pipeline.config import base_config
 
 TASKS = ("sst2", "rte", "boolq", "webnlg", "wmt16_de_en", "mixture")
@@ -54,5 +59,10 @@ def get_config(task: str = "sst2"):
         c.collect.generation_every = 8
         c.collect.max_new_tokens = 48
     c.baselines.methods = "persistence,mean_trajectory,tracin_cp_k_last_layer,grad_dot_last_layer"
+    c.simulator.models = MODELS
+    # The projected kernel of the base model (the first version; docs/simulator.md): the
+    # saves hold only the unembedding, and exact full gradients of 410M parameters do not fit.
+    c.simulator.kernel_checkpoints = 1
+    c.simulator.kernel_precondition = "none"
     c.baselines.num_checkpoints = 10
     return c

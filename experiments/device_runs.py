@@ -77,7 +77,9 @@ def paper_scale_lines(repo: Path) -> list[str]:
         where = log.relative_to(repo).as_posix()
         lines += [
             "No Pythia-410M checkpoint is on these machines (nothing is downloaded), so the "
-            f"config has not run. Measured on an accelerator ({model['device']}; log "
+            "config has not run at this scale; `tests/test_paper_config.py` runs its command "
+            "end to end on a tiny checkpoint of Pythia's layout, only the sizes made small. "
+            f"Measured on an accelerator ({model['device']}; log "
             f"[`{where}`]({where})): the collection alone at this shape, a "
             f"{model['params']}M-parameter GPT-NeoX (d_model {model['d_model']}, "
             f"{model['layers']} layers) with weights built in code, on SST-2 (batch 4, "
