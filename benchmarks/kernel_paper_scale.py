@@ -14,7 +14,7 @@ together they project the config's 200 pool + 200 test examples. The peak memory
 process's resident set on a CPU, the device's peak on an accelerator) does not grow with the
 number of examples; the random weights change neither the work nor the memory.
 
-    python -m benchmarks.kernel_paper_scale [--pool 4] [--test 4]
+    python -m benchmarks.kernel_paper_scale [--pool 16] [--test 16] [--factorize vocab]
     python -m benchmarks.kernel_paper_scale --hidden_size 64 --num_layers 2 --num_heads 4
         # a CPU-sized smoke run of the same code
 
@@ -38,12 +38,21 @@ CONFIG = Path(__file__).resolve().parent.parent / "configs" / "paper_pythia410m.
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--pool", type=int, default=4, help="pool examples")
-    p.add_argument("--test", type=int, default=4, help="test examples")
+    p.add_argument("--pool", type=int, default=16, help="pool examples")
+    p.add_argument("--test", type=int, default=16, help="test examples")
     p.add_argument("--hidden_size", type=int, default=1024)
     p.add_argument("--num_layers", type=int, default=24)
     p.add_argument("--num_heads", type=int, default=16)
     p.add_argument("--data_root", default=None)
+    from baselines.grads import FACTORIZE
+
+    p.add_argument(
+        "--factorize",
+        default=None,
+        choices=FACTORIZE,
+        help="baselines.factorize for the gradients (default: the config's; 'vocab' projects "
+        "each block's explicit gradient, the pipeline's default elsewhere)",
+    )
     return p
 
 
@@ -71,6 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     from gptjax.pipeline.gradient_features import gradient_features
 
     config = runpy.run_path(str(CONFIG))["get_config"]()
+    if args.factorize is not None:
+        config.baselines.factorize = args.factorize
     grad_config = config_lib.simulator_grad_config(config, "kernel_projection_dim")
     model, num_params = paper_shaped_model(args.hidden_size, args.num_layers, args.num_heads)
     cfg = model.config
@@ -81,7 +92,8 @@ def main(argv: list[str] | None = None) -> None:
         f"model: {num_params / 1e6:.0f}M parameters (d_model {cfg.hidden_size}, "
         f"{cfg.num_layers} layers); {device.platform} ({device.device_kind}); "
         f"{args.pool} pool + {args.test} test examples, max_len {max_len}; projected to "
-        f"{grad_config.projection_dim} dims, memory_budget_mb {grad_config.memory_budget_mb:.0f}",
+        f"{grad_config.projection_dim} dims, factorize {grad_config.factorize!r}, "
+        f"memory_budget_mb {grad_config.memory_budget_mb:.0f}",
         flush=True,
     )
 
@@ -105,8 +117,11 @@ def main(argv: list[str] | None = None) -> None:
     wall = {name: timed(*sizes) for name, sizes in sets.items()}
     count = {name: sum(sizes) for name, sizes in sets.items()}
     extra = count["all"] - count["half"]
-    per_example = (wall["all"] - wall["half"]) / extra if extra else wall["all"] / count["all"]
-    if per_example <= 0:  # timing noise: the all-examples call as an upper bound
+    per_example = (wall["all"] - wall["half"]) / extra if extra else 0.0
+    # Below the timing noise (the calls differ by less than their own spread): then the
+    # all-examples call's seconds per example, an upper bound, with no fixed part.
+    resolved = per_example > 0
+    if not resolved:
         per_example = wall["all"] / count["all"]
     fixed = max(0.0, wall["all"] - count["all"] * per_example)
     protocol = int(config.data.pool_size) + int(config.data.test_size)
@@ -119,6 +134,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{'compiling, ' + name:36s} {count[name]:8d} {compile_s[name]:9.1f}")
     for name in sets:
         print(f"{'timed, ' + name:36s} {count[name]:8d} {wall[name]:9.1f}")
+    if not resolved:
+        print(
+            "the two timed calls differ by less than their noise: the rate below is an upper "
+            "bound (take more examples)"
+        )
     print(
         f"per example {per_example:.3f} s, fixed per call {fixed:.1f} s; projected: {protocol} "
         f"examples (the config's pool + test) in {protocol_s / 60:.1f} min after compilation; "
@@ -130,10 +150,12 @@ def main(argv: list[str] | None = None) -> None:
         "examples": count["all"],
         "max_len": max_len,
         "projection_dim": grad_config.projection_dim,
+        "factorize": grad_config.factorize,
         "compile_calls_s": [round(compile_s[name], 2) for name in sets],
         "timed_calls_s": [round(wall[name], 2) for name in sets],
         "timed_examples": [count[name] for name in sets],
         "s_per_example": round(per_example, 4),
+        "s_per_example_resolved": resolved,
         "fixed_s": round(fixed, 2),
         "protocol_examples": protocol,
         "protocol_minutes": round(protocol_s / 60, 2),
