@@ -97,6 +97,6 @@ else
       echo "=== collect_llm: skipped (no GGUF: the first half was not staged)" | tee -a "$LOG"
     fi
     step paper_scale 150 python3 -m benchmarks.collect_paper_scale --runs 8 --steps 8
-    step kernel_paper_scale 120 python3 -m benchmarks.kernel_paper_scale --pool 16 --test 16
+    step kernel_paper_scale 180 python3 -m benchmarks.kernel_paper_scale --pool 8 --test 8
   fi
 fi
