@@ -4,8 +4,9 @@ safetensors + the Pythia tokenizer) that the config reads from ``$GPTJAX_PYTHIA4
 
 No Pythia-410M checkpoint is on these machines, so this is what shows the config runs: its
 loading from a local HF directory, its unembedding-only saves, its last-layer gradient
-baselines and its projected gradient kernel. Only the sizes are overridden (pool, test set,
-runs, steps), never what the config chooses.
+baselines and its projected gradient kernel, on SST-2 and on the instruction mixture (whose
+decodes give BLEU and ROUGE-L). Only the sizes are overridden (pool, test set, runs, steps,
+decode length and interval), never what the config chooses.
 """
 
 from __future__ import annotations
@@ -77,14 +78,27 @@ def with_option(argv: list[str], flag: str, value: str) -> list[str]:
     return [*argv[: i + 1], value, *argv[i + 2 :]]
 
 
-def test_paper_config_runs_end_to_end_on_a_checkpoint_of_its_layout(checkpoint, tmp_path):
+# The instruction mixture (five tasks, two of them generation): a pool that holds each task,
+# and short decodes at every other step.
+MIXTURE_SIZES = {
+    "data.pool_size": 20,
+    "data.test_size": 5,
+    "collect.max_new_tokens": 4,
+    "collect.generation_every": 2,
+}
+
+
+@pytest.mark.parametrize("variant", ["", ":mixture"], ids=["sst2", "mixture"])
+def test_paper_config_runs_end_to_end_on_a_checkpoint_of_its_layout(checkpoint, tmp_path, variant):
     argv = docstring_command()
     assert "--config" in argv and argv[argv.index("--config") + 1] == "configs/paper_pythia410m.py"
+    argv = with_option(argv, "--config", f"configs/paper_pythia410m.py{variant}")
     workdir = tmp_path / "paper"
     argv = with_option(argv, "--seeds", "0")
     argv = with_option(argv, "--workdir", str(workdir))
     argv = with_option(argv, "--out", str(workdir / "seeds.json"))
-    argv += [f"--config.{key}={value}" for key, value in SIZES.items()]
+    sizes = SIZES | (MIXTURE_SIZES if variant else {})
+    argv += [f"--config.{key}={value}" for key, value in sizes.items()]
     env = dict(os.environ, GPTJAX_PYTHIA410M=str(checkpoint))
     done = subprocess.run(
         [sys.executable, *argv], cwd=REPO, env=env, capture_output=True, text=True
@@ -124,6 +138,13 @@ def test_paper_config_runs_end_to_end_on_a_checkpoint_of_its_layout(checkpoint, 
         meta = store.read(run).meta
         assert meta["spec"]["save_params_regex"] == "lm_head"
         assert meta["saved_steps"], run
+
+    if variant:  # BLEU and ROUGE-L, recorded from the decodes, are simulated too
+        assert config["data"]["task"] == "mixture"
+        for metric in ("bleu", "rougeL"):
+            rows = simulators[metric]
+            assert {"gptfluence", "gradient_kernel", "mean_trajectory"} <= set(rows), metric
+            assert np.isfinite(rows["gradient_kernel"]["mse_mean"]), metric
 
     summary = json.loads((workdir / "seeds.json").read_text())
     assert summary["seeds"] == [0]
