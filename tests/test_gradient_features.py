@@ -167,7 +167,8 @@ def test_projected_gradients_are_cached_in_the_workdir(finished, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("cached gradient features were computed again")
 
-    monkeypatch.setattr(gf, "projected_gradients", refuse)
+    # Not even a gradient engine is built (its projection matrices are the costly part).
+    monkeypatch.setattr(gf, "GradientEngine", refuse)
     again = simulation_features(config, wd, prep)
     for side in ("train", "test"):
         np.testing.assert_array_equal(again[side], first[side])
@@ -180,6 +181,31 @@ def test_projected_gradients_are_cached_in_the_workdir(finished, monkeypatch):
     other.simulator.gradient_projection_dim = 16
     assert simulation_features(other, wd, prep)["train"].shape == (len(prep.pools.pool), 16)
     assert len(list(Path(workdir).glob("features.*.npy"))) == 4
+
+
+def test_one_engine_serves_both_sides(finished, monkeypatch, tmp_path):
+    """The pool and the test side share one GradientEngine (its projection matrices are
+    drawn once), and the features equal each side projected alone."""
+    _, config, _, prep = finished
+    built = []
+    real = gf.GradientEngine
+
+    def counting(*args, **kwargs):
+        built.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gf, "GradientEngine", counting)
+    grad_config = simulator_grad_config(config)
+    pool, test = prep.pool_tokens.loss_inputs(), prep.test_tokens.loss_inputs()
+    raw = gf.gradient_features(tmp_path / "f", prep.model, pool, test, grad_config)
+    assert len(built) == 1
+    alone = {
+        side: gf.projected_gradients(prep.model, tokens, grad_config)
+        for side, tokens in (("train", pool), ("test", test))
+    }
+    expected = gf.transform(alone["train"], alone["test"])
+    for side, want in zip(("train", "test"), expected, strict=True):
+        np.testing.assert_array_equal(raw[side], want)
 
 
 def test_simulate_stage_fits_on_the_gradient_features(finished):

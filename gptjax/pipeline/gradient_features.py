@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -47,38 +48,48 @@ def projected_gradients(
 ) -> np.ndarray:
     """float32 [M, d]: each example's projected loss gradient at ``model``'s parameters (its
     trained parameters only: blocks ``first_layer``.. and the final norm, when > 0)."""
-    if grad_config.projection_dim <= 0:
-        raise ValueError("gradient features need projection_dim > 0 (a fixed feature size)")
-    graphdef, state = nnx.split(model)
-    engine = GradientEngine(graphdef, state, grad_config, first_layer=first_layer)
-    chunks = engine.features(state, tokens)
-    return np.concatenate([np.asarray(f["proj"], np.float32)[:n] for n, f in chunks])
+    return _Projector(model, grad_config, first_layer)(tokens)
 
 
-def cached_projected_gradients(
+class _Projector:
+    """Projects examples' loss gradients at one model with one `GradientEngine`, built on
+    first use: its random projection matrices (up to 64 MB per weight matrix) are drawn once
+    for both sides, and not at all when both are cached."""
+
+    def __init__(self, model: nnx.Module, grad_config: GradConfig, first_layer: int = 0):
+        if grad_config.projection_dim <= 0:
+            raise ValueError("gradient features need projection_dim > 0 (a fixed feature size)")
+        self.graphdef, self.state = nnx.split(model)
+        self.grad_config, self.first_layer = grad_config, first_layer
+        self._engine: GradientEngine | None = None
+
+    def __call__(self, tokens: Mapping[str, np.ndarray]) -> np.ndarray:
+        if self._engine is None:
+            self._engine = GradientEngine(
+                self.graphdef, self.state, self.grad_config, first_layer=self.first_layer
+            )
+        chunks = self._engine.features(self.state, tokens)
+        return np.concatenate([np.asarray(f["proj"], np.float32)[:n] for n, f in chunks])
+
+
+def _cache_target(
     cache_file: str | os.PathLike,
-    model: nnx.Module,
+    model_key: str,
     tokens: Mapping[str, np.ndarray],
     grad_config: GradConfig,
-    first_layer: int = 0,
-) -> np.ndarray:
-    """`projected_gradients` computed once: ``<cache_file>.<hash>.npy`` (with its sha256), the
-    hash covering the token arrays, the gradient settings, the trained blocks and the model's
-    parameters."""
-    params = jax.tree.leaves(nnx.state(model, nnx.Param))
+    first_layer: int,
+) -> Path:
+    """``<cache_file>.<hash>.npy``, the hash covering the token arrays, the gradient settings,
+    the trained blocks and the model's parameters (``model_key``, their fingerprint)."""
     settings = {
         "encoder": "gradient",
         "grad": {k: v for k, v in dataclasses.asdict(grad_config).items() if k not in _NOT_IN_KEY},
         "tokens": fingerprint(*(np.asarray(tokens[k]) for k in sorted(tokens))),
-        "model": fingerprint(*(np.asarray(p) for p in params)),
+        "model": model_key,
     }
     if first_layer:  # absent for full fine-tuning, so that earlier caches stay valid
         settings["first_layer"] = int(first_layer)
-    target = cache_path(cache_file, features_key([], **settings))
-    rows = len(tokens["input_ids"])
-    return load_or_compute(
-        target, rows, lambda: projected_gradients(model, tokens, grad_config, first_layer)
-    )
+    return cache_path(cache_file, features_key([], **settings))
 
 
 def whitening(train: np.ndarray, lam: float) -> np.ndarray:
@@ -130,9 +141,15 @@ def gradient_features(
     features of GPTfluence's gradient kernel (``gptfluence_kernel``, ``gradient_kernel``): the
     pool side centred on its mean, so that a batch moves a test example's loss only by how its
     examples differ from the pool's average, which the mean trajectory already holds."""
-    raw = {
-        side: cached_projected_gradients(cache_file, model, tokens, grad_config, first_layer)
-        for side, tokens in (("train", pool_tokens), ("test", test_tokens))
-    }
+    # Each side computed once, cached with its sha256; the model's fingerprint (every
+    # parameter hashed) and the engine are shared by the two sides.
+    project = _Projector(model, grad_config, first_layer)
+    model_key = fingerprint(*(np.asarray(p) for p in jax.tree.leaves(nnx.state(model, nnx.Param))))
+    raw = {}
+    for side, tokens in (("train", pool_tokens), ("test", test_tokens)):
+        target = _cache_target(cache_file, model_key, tokens, grad_config, first_layer)
+        raw[side] = load_or_compute(
+            target, len(tokens["input_ids"]), lambda tokens=tokens: project(tokens)
+        )
     train, test = transform(raw["train"], raw["test"], whiten, center)
     return {"train": train, "test": test}
