@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import runpy
 import signal
 import socket
@@ -237,18 +238,46 @@ def test_workdir_refuses_a_different_config(reference, tmp_path):
         prepare(tiny_config(**{"collect.learning_rate": 0.5}), Workdir(tmp_path))
 
 
-def test_a_workdir_from_before_a_new_key_resumes_at_its_default(reference, tmp_path):
+@pytest.mark.parametrize(
+    ("key", "other"), [("eval_buckets", 0), ("save_params_runs", "test")], ids=lambda v: str(v)
+)
+def test_a_workdir_from_before_a_new_key_resumes_at_its_default(reference, tmp_path, key, other):
     collect_in_process(tmp_path)
     config_file = Workdir(tmp_path).config_file
     saved = json.loads(config_file.read_text())
-    del saved["collect"]["eval_buckets"]  # as written by a version without the key
+    del saved["collect"][key]  # as written by a version without the key
     config_file.write_text(json.dumps(saved))
     files = sorted((tmp_path / "runs").glob("run_*.npz"))
     written = [f.stat().st_mtime_ns for f in files]
     collect_in_process(tmp_path)  # the default: accepted, and no run collected again
     assert [f.stat().st_mtime_ns for f in files] == written
-    with pytest.raises(ValueError, match="collect.eval_buckets"):
-        prepare(tiny_config(**{"collect.eval_buckets": 0}), Workdir(tmp_path))
+    with pytest.raises(ValueError, match=f"collect.{key}"):
+        prepare(tiny_config(**{f"collect.{key}": other}), Workdir(tmp_path))
+
+
+def test_save_params_runs_test_saves_the_test_runs_and_what_comes_after_them(tmp_path):
+    """collect.save_params_runs = "test": runs from the first test run of collect.split on
+    save (the split's test runs, and any after them that a diverged run would shift them to);
+    the earlier ones write nothing. A value other than all | test, or the path kernel, which
+    reads the training runs' saves, is refused by validation."""
+    from gptjax.pipeline import config as config_lib
+
+    cfg = tiny_config(**{"collect.save_params_runs": "test", "collect.split": "2,1,2"})
+    assert config_lib.collect_spec(cfg).save_from_run == 3
+    collect_in_process(tmp_path, **{"collect.save_params_runs": "test", "collect.split": "2,1,2"})
+    for run in range(cfg.collect.num_runs):
+        assert runs(tmp_path).checkpoint_dir(run).is_dir() == (run >= 3), run
+    assert config_lib.collect_spec(tiny_config()).save_from_run == 0
+    with pytest.raises(
+        ValueError, match=re.escape("'collect.save_params_runs' must be all | test")
+    ):
+        config_lib.validate(tiny_config(**{"collect.save_params_runs": "train"}))
+    cfg.simulator.models = "gptfluence,gradient_kernel"
+    cfg.simulator.kernel_checkpoints, cfg.simulator.kernel_precondition = 1, "none"
+    config_lib.validate(cfg)  # the base model's kernel needs no saves
+    cfg.simulator.kernel_checkpoints, cfg.simulator.kernel_precondition = 4, "adam"
+    with pytest.raises(ValueError, match=re.escape("kernel_checkpoints' (4): the path kernel")):
+        config_lib.validate(cfg)
 
 
 def test_runs_fingerprinted_by_the_version_before_the_added_later_rule_resume(reference, tmp_path):

@@ -515,3 +515,60 @@ def test_frozen_blocks_output_pads_its_last_chunk_to_one_compilation(setup):
     assert got[RESIDUAL].shape == want.shape
     np.testing.assert_allclose(got[RESIDUAL], want, rtol=1e-5, atol=1e-6)
     assert set(got) == (set(part) - {"input_ids"}) | {RESIDUAL}
+
+
+def test_runs_before_save_from_run_save_nothing_and_the_rest_save_the_same(tmp_path, setup):
+    """``save_from_run``: the earlier runs write no checkpoint (and say so in their meta), the
+    later ones the same checkpoints as when every run saves; the trajectories are unchanged,
+    and reading a step an earlier run did not save is an error that names the setting."""
+    from gptjax.collect.checkpoints import params_reader
+
+    model, pool, test = setup
+    steps = (0, 4, 8)  # T = 8
+    s, dyn = collected(tmp_path, model, pool, test, "late", save_steps=steps, save_from_run=2)
+    _, every = collected(tmp_path, model, pool, test, "every", save_steps=steps)
+    np.testing.assert_array_equal(dyn.metrics["loss"], every.metrics["loss"])
+    store, every_store = RunStore(tmp_path / "late"), RunStore(tmp_path / "every")
+    params_at, saved_steps = params_reader(store, model)
+    every_at, _ = params_reader(every_store, model)
+    for run in range(s.num_runs):
+        saves = run >= 2
+        meta = store.read(run).meta
+        assert meta["saved_steps"] == (list(steps) if saves else []), run
+        assert (meta["bytes_per_checkpoint"] > 0) == saves, run
+        assert store.checkpoint_dir(run).is_dir() == saves, run
+        assert saved_steps(run) == (list(steps) if saves else [0]), run
+    for a, b in zip(jax.tree.leaves(params_at(2, 8)), jax.tree.leaves(every_at(2, 8)), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(FileNotFoundError, match="save_params_runs"):
+        params_at(0, 4)
+    with pytest.raises(ValueError, match="save_from_run must be >= 0"):
+        spec(save_from_run=-1)
+
+
+def test_a_collection_whose_checkpoints_do_not_fit_on_the_disk_is_refused_before_any_step(
+    tmp_path, setup, monkeypatch
+):
+    """Checkpoints larger than the disk's free space: one error naming the sizes and the
+    settings that shrink them, raised before any run is written; runs that save nothing
+    need no space."""
+    import shutil
+
+    from gptjax.collect.runner import checkpoint_bytes
+
+    model, pool, test = setup
+    s = spec(save_steps=(0, 4, 8), save_params_regex="lm_head")
+    per = checkpoint_bytes(nnx.split(model)[1], s)
+    assert per == 32 * VOCAB * 4  # the unembedding's float32 matrix
+    need = s.num_runs * 3 * per
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=need - 1))
+    store = RunStore(tmp_path / "full")
+    with pytest.raises(ValueError, match=r"would take .* GB \(3 runs x 3 steps x .* MB\)") as err:
+        collect(store, s, model, pool, test, pool_size=POOL, progress=False)
+    assert "save_params_runs = 'test'" in str(err.value)
+    assert store.completed() == set()
+    # The last run alone fits.
+    late = dataclasses.replace(s, save_from_run=2)
+    collect(store, late, model, pool, test, pool_size=POOL, progress=False)
+    assert store.completed() == {0, 1, 2}

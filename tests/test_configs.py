@@ -168,6 +168,23 @@ def test_paper_config_takes_the_checkpoint_from_the_environment(monkeypatch):
     )
 
 
+def test_paper_config_checkpoints_leave_room_on_a_64_gib_disk():
+    """The unembedding of Pythia-410M (vocabulary 50304 x d_model 1024, float32) at the saved
+    steps of the runs that save: the test runs' alone, which is all its gradient baselines
+    read (every run's would be 66 GB, nearly all of the accelerator machines' 64 GiB disk)."""
+    from gptjax.pipeline.config import collect_spec, split_counts
+
+    config = load_module(REPO / "configs" / "paper_pythia410m.py").get_config()
+    validate(config)
+    spec = collect_spec(config)
+    test = split_counts(config)[2]
+    saving = spec.num_runs - spec.save_from_run
+    assert saving == test == 5
+    total = saving * len(spec.save_steps) * 50304 * 1024 * 4
+    assert len(spec.save_steps) == config.baselines.num_checkpoints == 10
+    assert total < 16 * 2**30, total / 2**30
+
+
 def _data_sections() -> dict[str, tuple[Path, str | None]]:
     """One config (and variant) per distinct data + seed + pretraining setting, so shared
     data is loaded once."""

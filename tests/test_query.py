@@ -134,6 +134,22 @@ def test_tracin_is_unavailable_without_parameter_checkpoints(workdir, tmp_path):
     assert len(res["simulator"]["helpful"]) == 3
 
 
+def test_tracin_takes_the_first_test_run_when_only_the_test_runs_saved(workdir, top, tmp_path):
+    """As collect.save_params_runs = "test" leaves a workdir: the training and validation
+    runs (0..3 of split 3,1,2) saved nothing, so TracIn reads the first test run's
+    checkpoints."""
+    copy = tmp_path / "wd"
+    shutil.copytree(workdir, copy)
+    for run in range(4):
+        shutil.rmtree(Workdir(copy).runs.checkpoint_dir(run))
+    tr = q.top_influences(copy, test_id=1, k=K)["tracin"]
+    assert tr["available"], tr["reason"]
+    assert tr["run"] == 4
+    assert tr["helpful"] != top["tracin"]["helpful"]  # another run's checkpoints
+    named = q.top_influences(copy, test_id=1, k=K, tracin_run=0)["tracin"]
+    assert not named["available"] and "save_params_runs" in named["reason"]
+
+
 def test_simulate_curriculum_is_the_simulators_rollout(workdir, pools):
     batches = [[0, 5], [pools["train"][3]["input"], 7], [pools["train"][9]["encoder_text"]]]
     res = q.simulate_curriculum(workdir, batches)

@@ -55,7 +55,8 @@ def params_reader(
         if not folder.is_dir():
             raise FileNotFoundError(
                 f"run {run} has no saved parameters ({folder}); collect with "
-                "collect.save_params set (e.g. 'all' or 'evenly:10')"
+                "collect.save_params set (e.g. 'all' or 'evenly:10') and, for a run that is "
+                "not a test run, collect.save_params_runs = 'all'"
             )
         trained = base_state.filter(lambda path, _: is_trained(path, first))
         target = filter_params(trained, regex)

@@ -16,6 +16,7 @@ import functools
 import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -90,6 +91,9 @@ class CollectSpec:
     runs_per_device: int = 4
     save_steps: tuple[int, ...] = ()  # steps whose parameters are checkpointed (TracIn)
     save_params_regex: str = ""  # only parameters whose path matches ("" = all)
+    # Runs before this one save nothing: the gradient baselines read only the test runs'
+    # checkpoints, and a large model's saves for every run may not fit on the disk.
+    save_from_run: int = 0
     unseen_runs: int = 0  # the last `unseen_runs` runs also draw from the unseen pool
     # Partial fine-tuning: train only the top k blocks and the final norm (0 = every
     # parameter, the default and the paper's protocol). The frozen blocks' output for every
@@ -108,6 +112,7 @@ class CollectSpec:
     def __post_init__(self):
         checks = [
             (self.eval_buckets >= 0, "collect.eval_buckets must be >= 0"),
+            (self.save_from_run >= 0, "collect.save_from_run must be >= 0"),
             (self.train_layers >= 0, "collect.train_layers must be >= 0"),
             (self.eval_every >= 1, "collect.eval_every must be >= 1"),
             (
@@ -161,8 +166,36 @@ def owned_groups(num_runs: int, group_size: int, process: int, num_processes: in
     return [g for i, g in enumerate(groups) if i % num_processes == process]
 
 
+def saves_params(spec: CollectSpec, run: int) -> bool:
+    """Whether ``run`` checkpoints its parameters (at ``spec.save_steps``)."""
+    return bool(spec.save_steps) and run >= spec.save_from_run
+
+
+def checkpoint_bytes(params: Any, spec: CollectSpec) -> int:
+    """Bytes of one run's checkpoint at one step: the parameters ``spec`` saves."""
+    return sum(a.nbytes for a in jax.tree.leaves(filter_params(params, spec.save_params_regex)))
+
+
+def check_checkpoint_space(folder: Path, runs: list[int], spec: CollectSpec, nbytes: int) -> None:
+    """Refuse, before any step, a collection whose checkpoints of ``runs`` (``nbytes`` per
+    run and step) would not fit in the free space of ``folder``'s disk: a full disk would end
+    it after hours, with the runs collected so far the only ones kept."""
+    saving = [run for run in runs if saves_params(spec, run)]
+    need = len(saving) * len(spec.save_steps) * nbytes
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    if need > free:
+        raise ValueError(
+            f"collect.save_params: the parameter checkpoints would take {need / 1e9:.1f} GB "
+            f"({len(saving)} runs x {len(spec.save_steps)} steps x {nbytes / 1e6:.0f} MB) and "
+            f"{existing} has {free / 1e9:.1f} GB free; save fewer steps (collect.save_params), "
+            "fewer parameters (collect.save_params_regex) or only the test runs' "
+            "(collect.save_params_runs = 'test')"
+        )
+
+
 class _CheckpointWriter:
-    """Orbax CheckpointManager per run; step numbers are training steps (0 = base)."""
+    """Orbax CheckpointManager per run that saves; step numbers are training steps (0 = base)."""
 
     def __init__(self, runs_store: RunStore, runs: list[int], spec: CollectSpec):
         self.spec = spec
@@ -172,6 +205,8 @@ class _CheckpointWriter:
             folder = runs_store.checkpoint_dir(run)
             runs_store.checkpoint_digest_file(run).unlink(missing_ok=True)
             shutil.rmtree(folder, ignore_errors=True)  # left by an interrupted attempt
+            if not saves_params(spec, run):
+                continue
             folder.mkdir(parents=True)  # Orbax cannot create it with active_processes set
             self.managers[run] = ocp.CheckpointManager(
                 folder.resolve(),
@@ -185,17 +220,18 @@ class _CheckpointWriter:
                     enable_async_checkpointing=False,
                 ),
             )
-        self.bytes_per_checkpoint = 0
 
     def save(self, stacked_params: Any, step: int, runs: list[int]) -> None:
-        """Save the runs this writer manages; ``runs[i]`` is row i of ``stacked_params``."""
+        """Save the runs this writer manages; ``runs[i]`` is row i of ``stacked_params``.
+        Runs it does not manage (already on disk and recomputed with their group, or saving
+        nothing) are left untouched."""
+        if not self.managers.keys() & set(runs):
+            return  # nothing to copy to the host
         host = jax.device_get(filter_params(stacked_params, self.spec.save_params_regex))
         for i, run in enumerate(runs):
-            if run not in self.managers:
-                continue  # a run already on disk, recomputed with its group: left untouched
-            one = jax.tree.map(lambda a, i=i: a[i], host)
-            self.bytes_per_checkpoint = sum(a.nbytes for a in jax.tree.leaves(one))
-            self.managers[run].save(step, args=ocp.args.StandardSave(one))
+            if run in self.managers:
+                one = jax.tree.map(lambda a, i=i: a[i], host)
+                self.managers[run].save(step, args=ocp.args.StandardSave(one))
 
     def close(self) -> None:
         """Finish writing, then record each run's checkpoint digests."""
@@ -311,6 +347,9 @@ def collect(
     todo = [g for g in groups if not set(g) <= done]
     if not todo:
         return []
+    per_checkpoint = checkpoint_bytes(base_params, spec)
+    missing_runs = [run for g in todo for run in g if run not in done]
+    check_checkpoint_space(runs_store.root, missing_runs, spec, per_checkpoint)
 
     if first_layer:
         pool = cached_residuals(base_model, pool, first_layer, spec.eval_chunk)
@@ -448,11 +487,12 @@ def collect(
         if writer:
             writer.close()
             if group is todo[0]:
-                per = writer.bytes_per_checkpoint
+                saving = sum(saves_params(spec, run) for run in range(spec.num_runs))
                 tqdm.write(
-                    f"parameter checkpoints: {per / 2**20:.1f} MiB each, "
+                    f"parameter checkpoints: {per_checkpoint / 2**20:.1f} MiB each, "
                     f"{len(spec.save_steps)} per run, "
-                    f"{per * len(spec.save_steps) * spec.num_runs / 2**30:.2f} GiB for all runs"
+                    f"{per_checkpoint * len(spec.save_steps) * saving / 2**30:.2f} GiB for "
+                    f"the {saving} runs that save"
                 )
         wall = time.perf_counter() - t_start
         for i, run in enumerate(group):
@@ -471,8 +511,8 @@ def collect(
                 status=status,
                 failed_step=int(failed_step[i]),
                 spec=dataclasses.asdict(spec),
-                saved_steps=list(spec.save_steps),
-                bytes_per_checkpoint=writer.bytes_per_checkpoint if writer else 0,
+                saved_steps=list(spec.save_steps) if saves_params(spec, run) else [],
+                bytes_per_checkpoint=per_checkpoint if saves_params(spec, run) else 0,
             )
             metrics = {"loss": y[i]} | {name: v[i] for name, v in extra.items()}
             record = RunRecord(

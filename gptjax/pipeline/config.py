@@ -40,7 +40,7 @@ KERNEL_CHECKPOINTS = 8
 KERNEL_PRECONDITION = "adam"
 KERNEL_PRECONDITIONERS = ("adam", "none")
 # CollectSpec fields that are not keys of the collect section.
-_SPEC_FROM_ELSEWHERE = ("seed", "save_steps")
+_SPEC_FROM_ELSEWHERE = ("seed", "save_steps", "save_from_run")
 # GradConfig fields that a baselines method fixes itself (not a config key).
 _PER_METHOD_GRAD_FIELDS = ("layers",)
 
@@ -111,8 +111,28 @@ def collect_spec(config: ml_collections.ConfigDict) -> CollectSpec:
     return CollectSpec(
         seed=config.seed,
         save_steps=parse_save_steps(c.save_params, num_steps),
+        save_from_run=first_saving_run(config),
         **{name: c[name] for name in names},
     )
+
+
+# collect.save_params_runs: which runs checkpoint their parameters.
+SAVE_PARAMS_RUNS = ("all", "test")
+
+
+def first_saving_run(config: ml_collections.ConfigDict) -> int:
+    """The first run that saves parameters: 0, or with ``collect.save_params_runs = "test"``
+    the first test run of the split. Runs diverging only move the test runs later (they are
+    the valid runs after the training and validation ones), so every test run saves."""
+    which = config.collect.save_params_runs
+    if which not in SAVE_PARAMS_RUNS:
+        raise ValueError(
+            f"'collect.save_params_runs' must be {' | '.join(SAVE_PARAMS_RUNS)}, got {which!r}"
+        )
+    if which == "all":
+        return 0
+    train, val, _ = split_counts(config)
+    return train + val
 
 
 def collection_regime(config: ml_collections.ConfigDict) -> str:
@@ -215,6 +235,9 @@ def base_config() -> ml_collections.ConfigDict:
     )
     c.collect.save_params = "none"  # none | all | every:m | evenly:k | comma-separated steps
     c.collect.save_params_regex = ""  # save only matching parameter paths ("" = all)
+    # all | test: the test runs of collect.split (and any after them) only, which is all the
+    # gradient baselines read; the path kernel (kernel_checkpoints > 1) needs "all".
+    c.collect.save_params_runs = "all"
     c.collect.unseen_runs = 0
     c.collect.generation_every = 0  # BLEU/ROUGE-L of greedy generations every m steps (0: off)
     c.collect.max_new_tokens = 32
@@ -460,6 +483,13 @@ def _encoder_errors(c: ml_collections.ConfigDict) -> list[str]:
         errors += _gradient_encoder_errors(c)
     if set(names_in(s.models)) & set(KERNEL_METHODS):
         errors += _kernel_errors(c)
+        if s.kernel_checkpoints != 1 and c.collect.save_params_runs == "test":
+            errors.append(
+                f"config key 'simulator.kernel_checkpoints' ({s.kernel_checkpoints}): the path "
+                "kernel averages the training runs' saved parameters, which "
+                "collect.save_params_runs = 'test' does not save (set it to 1, the base "
+                "model's kernel, or save_params_runs to 'all')"
+            )
     if not 0 <= s.unseen_test < c.data.test_size:
         errors.append(
             f"config key 'simulator.unseen_test' must be in 0..{c.data.test_size - 1} "
@@ -530,7 +560,8 @@ def _method_errors(c: ml_collections.ConfigDict) -> list[str]:
         try:
             collect_spec(c)  # CollectSpec checks its own fields (and save_params parses)
         except ValueError as err:
-            errors.append(f"config key {str(err)}")
+            message = str(err)
+            errors.append(message if message.startswith("config key") else f"config key {message}")
     for name in names_in(c.simulator.models):
         if name not in SIMULATORS:
             errors.append(

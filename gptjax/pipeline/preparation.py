@@ -32,7 +32,9 @@ _NOT_AFFECTING_RUNS = {"collect.split", "collect.runs_per_device"}
 # Collection keys added after workdirs were made by earlier versions: left out of the
 # comparison and of the runs' fingerprint while they hold their default (what those versions
 # did), so such workdirs still resume. Without this, adding a key refuses every workdir.
-_ADDED_LATER = ("collect.eval_buckets",)
+_ADDED_LATER = ("collect.eval_buckets", "collect.save_params_runs")
+# The keys of _ADDED_LATER that the version before that rule had, and fingerprinted runs with.
+_FINGERPRINTED_BEFORE_THE_RULE = ("collect.eval_buckets",)
 
 
 @dataclasses.dataclass
@@ -65,14 +67,15 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _collection_settings(config: dict, drop_added_later: bool = True) -> dict[str, Any]:
+def _collection_settings(config: dict, keep: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The settings the runs depend on; keys of `_ADDED_LATER` at their default are left out,
+    except those in ``keep``."""
     flat = _flat({k: config.get(k) for k in _COLLECTION_KEYS})
     defaults = _flat(config_lib.base_config().to_dict())
     return {
         k: v
         for k, v in flat.items()
-        if k not in _NOT_AFFECTING_RUNS
-        and not (drop_added_later and k in _ADDED_LATER and v == defaults[k])
+        if k not in _NOT_AFFECTING_RUNS and (k in keep or k not in _ADDED_LATER or v != defaults[k])
     }
 
 
@@ -83,10 +86,11 @@ def _runs_fingerprint(settings: dict[str, Any], pools_record: dict[str, Any]) ->
 
 def runs_fingerprints(config: dict, pools_record: dict[str, Any]) -> tuple[str, ...]:
     """(the fingerprint runs of this collection record, then the one a version that already had
-    the keys of `_ADDED_LATER` but not yet this rule recorded: with those keys at their
-    defaults included; workdirs collected by it resume too)."""
+    collect.eval_buckets but not yet the `_ADDED_LATER` rule recorded: with that key at its
+    default included, and no later key; workdirs collected by it resume too)."""
     current = _runs_fingerprint(_collection_settings(config), pools_record)
-    older = _runs_fingerprint(_collection_settings(config, drop_added_later=False), pools_record)
+    older_settings = _collection_settings(config, keep=_FINGERPRINTED_BEFORE_THE_RULE)
+    older = _runs_fingerprint(older_settings, pools_record)
     return (current,) if older == current else (current, older)
 
 

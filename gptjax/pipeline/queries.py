@@ -233,7 +233,8 @@ class OpenWorkdir:
 
     def tracin(self, test_id: int, metric: str, run: int | None = None) -> dict[str, Any]:
         """TracIn-CP effects [P] of the training pool on one test example, over the saved
-        checkpoints of one run (default: the first training run), or why there are none."""
+        checkpoints of one run (default: the first training run, or the first test run when
+        only the test runs saved: collect.save_params_runs = "test"), or why there are none."""
         from flax import nnx
 
         from baselines import GradientEngine, checkpoint_schedule, tracin_scores
@@ -245,14 +246,20 @@ class OpenWorkdir:
         if metric != bc.loss_metric:
             out["reason"] = f"{NOT_APPLICABLE_REASON} ({bc.loss_metric!r}), not {metric!r}"
             return out
-        run = self.split["train"][0] if run is None else int(run)
+        saved = lambda k: self.wd.runs.checkpoint_dir(k).is_dir()  # noqa: E731
+        if run is None:
+            candidates = self.split["train"] + self.split["test"]
+            run = next((k for k in candidates if saved(k)), self.split["train"][0])
+        run = int(run)
         if not 0 <= run < self.dynamics.num_runs:
             raise QueryError(f"run {run} is out of range 0..{self.dynamics.num_runs - 1}")
         out["run"] = run
-        if not self.wd.runs.checkpoint_dir(run).is_dir():
+        if not saved(run):
+            c = self.config.collect
+            which = c.get("save_params_runs", "all")  # a workdir from before the key: all
             out["reason"] = (
-                f"run {run} saved no parameters (collect.save_params is "
-                f"{self.config.collect.save_params!r}); collect with e.g. 'all' or 'evenly:10'"
+                f"run {run} saved no parameters (collect.save_params is {c.save_params!r}, "
+                f"collect.save_params_runs {which!r}); collect with e.g. 'all' or 'evenly:10'"
             )
             return out
         base, params_at, saved_steps, (pool_tokens, test_tokens) = self.gradient_inputs
