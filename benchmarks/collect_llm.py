@@ -78,7 +78,24 @@ def time_collect(model, pool: dict, name: str, spec, test: dict) -> dict:
         f"(first group {walls[0]:.1f} s, total {wall:.1f} s)",
         flush=True,
     )
+    row["device_peak_gib"] = device_peak_gib()
+    if row["device_peak_gib"] is not None:
+        print(
+            f"{name}: device memory peak {row['device_peak_gib']:.2f} GiB (the process's "
+            "high-water mark so far, jax memory_stats)",
+            flush=True,
+        )
     return row
+
+
+def device_peak_gib() -> float | None:
+    """The accelerator's peak memory in use by this process so far (GiB), or None where the
+    backend does not say (the CPU)."""
+    import jax
+
+    stats = jax.devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    return None if peak is None else peak / 2**30
 
 
 def main() -> None:

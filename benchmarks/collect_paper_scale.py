@@ -156,6 +156,9 @@ def main(argv: list[str] | None = None) -> None:
         "fp32_s_per_run_step": round(rows[0]["s_per_run_step"], 5),
         "fp32_tflops_per_s": round(rows[0]["tflops"], 2),
         "fp32_compile_overhead_s": round(rows[0]["overhead_s"], 1),
+        # The accelerator's high-water mark after the fp32 row (None on a CPU); compare with
+        # benchmarks.collect_memory's estimate for the same task and runs per device.
+        "fp32_device_peak_gib": rows[0]["device_peak_gib"],
         "bf16_s_per_run_step": round(rows[1]["s_per_run_step"], 5) if len(rows) > 1 else None,
         "bf16_tflops_per_s": round(rows[1]["tflops"], 2) if len(rows) > 1 else None,
         "bf16_max_abs_deviation": round(rows[1]["deviation"], 5) if len(rows) > 1 else None,

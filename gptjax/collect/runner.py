@@ -295,6 +295,47 @@ def step_blocks(spec: CollectSpec, extra_every: int) -> list[tuple[int, int, boo
     return blocks
 
 
+def test_set_losses(
+    objective: Objective, spec: CollectSpec, params: Any, frozen: Any, test: Any
+) -> jax.Array:
+    """[N] target losses of the test set, ``spec.eval_chunk`` examples at a time (in length
+    buckets, as `bucket_by_length` made them, when ``spec.eval_buckets``)."""
+    losses_of = lambda t: objective(params, frozen, t)  # noqa: E731
+    if spec.eval_buckets:
+        return bucketed_losses(losses_of, test, spec.eval_chunk)
+    return eval_losses(losses_of, test, spec.eval_chunk)
+
+
+def group_block(
+    spec: CollectSpec,
+    objective: Objective,
+    optimizer: Any,
+    mesh: Mesh,
+    evaluate: bool,
+) -> Callable:
+    """The jitted block of steps of one group: `make_run_block` vmapped over the runs on
+    each device and sharded over the mesh's "runs" axis; params and optimiser state donated.
+    Called as ``(params, opt_state, alive, batch_ids, pool, test, frozen)`` with the run
+    arguments stacked [G, ...] (`benchmarks.collect_memory` lowers it to read XLA's memory
+    estimate)."""
+    fn = make_run_block(
+        objective,
+        optimizer,
+        functools.partial(test_set_losses, objective, spec),
+        evaluate=evaluate,
+        tracin_dots=spec.tracin_dots,
+    )
+    return jax.jit(
+        jax.shard_map(
+            jax.vmap(fn, in_axes=(0, 0, 0, 0, None, None, None)),
+            mesh=mesh,
+            in_specs=(P("runs"),) * 4 + (P(),) * 3,
+            out_specs=P("runs"),
+        ),
+        donate_argnums=(0, 1),
+    )
+
+
 def collect(
     runs_store: RunStore,
     spec: CollectSpec,
@@ -367,34 +408,14 @@ def collect(
     replicated = NamedSharding(mesh, P())
     pool, test, frozen = jax.device_put((pool, test, frozen), replicated)
 
-    def test_losses(params, frozen, test):
-        losses_of = lambda t: objective(params, frozen, t)  # noqa: E731
-        if spec.eval_buckets:
-            return bucketed_losses(losses_of, test, spec.eval_chunk)
-        return eval_losses(losses_of, test, spec.eval_chunk)
-
+    test_losses = functools.partial(test_set_losses, objective, spec)
     extra_every = max(extra_eval_every, 1) if extra_eval is not None else 0
     blocks = step_blocks(spec, extra_every)
     compiled: dict[tuple[int, bool], Callable] = {}
 
     def block_fn(length: int, evaluate: bool) -> Callable:
         if (length, evaluate) not in compiled:
-            fn = make_run_block(
-                objective,
-                optimizer,
-                test_losses,
-                evaluate=evaluate,
-                tracin_dots=spec.tracin_dots,
-            )
-            compiled[length, evaluate] = jax.jit(
-                jax.shard_map(
-                    jax.vmap(fn, in_axes=(0, 0, 0, 0, None, None, None)),
-                    mesh=mesh,
-                    in_specs=(P("runs"),) * 4 + (P(),) * 3,
-                    out_specs=P("runs"),
-                ),
-                donate_argnums=(0, 1),
-            )
+            compiled[length, evaluate] = group_block(spec, objective, optimizer, mesh, evaluate)
         return compiled[length, evaluate]
 
     initial = np.asarray(jax.jit(test_losses)(base_params, frozen, test))
