@@ -44,6 +44,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--num_layers", type=int, default=24)
     p.add_argument("--num_heads", type=int, default=16)
     p.add_argument("--data_root", default=None)
+    p.add_argument(
+        "--generation_chunk",
+        type=int,
+        default=None,
+        help="collect.generation_chunk for the decoding tasks (default: the config's; 0: all)",
+    )
     return p
 
 
@@ -57,9 +63,10 @@ def paper_config_module() -> Any:
     return module
 
 
-def block_inputs(config: Any) -> tuple[dict, Any]:
-    """(pool, test) token arrays as collection hands them to the block: the config's pools,
-    Pythia-tokenized, the pool cut to its longest example, the test set in length buckets."""
+def block_inputs(config: Any) -> tuple[dict, Any, list[list[int]]]:
+    """(pool, test, prompts) as collection hands them on: the config's pools, Pythia-tokenized,
+    the pool cut to its longest example, the test set in length buckets, and the test
+    prompts the generation tasks decode."""
     from gptjax import paths
     from gptjax.collect.length_buckets import bucket_by_length, trim_to_longest
     from gptjax.models.tokenizer import load_tokenizer
@@ -70,18 +77,26 @@ def block_inputs(config: Any) -> tuple[dict, Any]:
 
     tokenizer = load_tokenizer(paths.pythia_tokenizer())
     pools = build_config_pools(config)
-    pool, test = (
-        tokenize_examples(examples, tokenizer, max_len=config.data.max_len).loss_inputs()
+    pool_tokens, test_tokens = (
+        tokenize_examples(examples, tokenizer, max_len=config.data.max_len)
         for examples in (pools.train, pools.test)
     )
-    pool = {k: np.asarray(v) for k, v in trim_to_longest(pool).items() if k in TOKEN_FIELDS}
-    test = {k: np.asarray(test[k]) for k in TOKEN_FIELDS}
+    pool = trim_to_longest(pool_tokens.loss_inputs())
+    pool = {k: np.asarray(v) for k, v in pool.items() if k in TOKEN_FIELDS}
+    test = {k: np.asarray(test_tokens.loss_inputs()[k]) for k in TOKEN_FIELDS}
     buckets = collect_spec(config).eval_buckets
-    return pool, bucket_by_length(test, buckets) if buckets else test
+    prompts = [
+        [int(t) for t, m in zip(row, mask, strict=True) if m]
+        for row, mask in zip(test_tokens.prompt_ids, test_tokens.prompt_mask, strict=True)
+    ]
+    return pool, bucket_by_length(test, buckets) if buckets else test, prompts
 
 
-def estimate(config: Any, model_config: Any, runs: int, pool: dict, test: Any) -> dict:
-    """XLA's memory analysis of the group block with ``runs`` runs on one device."""
+def estimate(
+    config: Any, model_config: Any, runs: int, pool: dict, test: Any, prompts: list[list[int]]
+) -> dict:
+    """XLA's memory analysis of the group block with ``runs`` runs on one device (and of their
+    decoding, for a config that decodes)."""
     import jax
     from flax import nnx
     from jax.sharding import Mesh
@@ -118,7 +133,7 @@ def estimate(config: Any, model_config: Any, runs: int, pool: dict, test: Any) -
     ).compile()
     m = compiled.memory_analysis()
     param_bytes = sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(params))
-    return {
+    row = {
         "runs_per_device": runs,
         "compile_s": round(time.perf_counter() - t0, 1),
         "param_gib": param_bytes / GIB,
@@ -131,6 +146,31 @@ def estimate(config: Any, model_config: Any, runs: int, pool: dict, test: Any) -
             + m.temp_size_in_bytes
         )
         / GIB,
+    }
+    if config.collect.generation_every > 0 and prompts:
+        row |= decode_estimate(config, graphdef, stacked(params), prompts, param_bytes * runs)
+    return row
+
+
+def decode_estimate(
+    config: Any, graphdef: Any, stacked_params: Any, prompts: list[list[int]], group_bytes: int
+) -> dict:
+    """XLA's memory analysis of the group's decoding (`lower_generate_runs`: the KV cache of
+    ``collect.generation_chunk`` test examples at a time, or all of them), plus the two AdamW
+    moments that stay on the device meanwhile (``group_bytes`` each: the group's parameters)."""
+    from gptjax.models.generate import lower_generate_runs
+
+    c = config.collect
+    chunk = c.generation_chunk or len(prompts)
+    # The chunk of the longest prompts: the widest KV cache any chunk needs.
+    longest = sorted(prompts, key=len)[-chunk:]
+    lowered = lower_generate_runs(graphdef, stacked_params, longest, int(c.max_new_tokens))
+    m = lowered.compile().memory_analysis()
+    total = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+    return {
+        "decode_chunk": chunk,
+        "decode_temp_gib": m.temp_size_in_bytes / GIB,
+        "decode_estimate_gib": (total + 2 * group_bytes) / GIB,
     }
 
 
@@ -156,34 +196,39 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     header = (
         f"{'task':12s} {'pool len':>8s} {'test len':>8s} {'runs':>4s} {'args GiB':>9s} "
-        f"{'temps GiB':>9s} {'total GiB':>9s}"
+        f"{'temps GiB':>9s} {'step GiB':>9s} {'decode GiB':>10s}"
     )
     for task in tasks:
         config = module.get_config(task)
         if args.data_root:
             config.data.data_root = args.data_root
-        pool, test = block_inputs(config)
+        if args.generation_chunk is not None:
+            config.collect.generation_chunk = args.generation_chunk
+        pool, test, prompts = block_inputs(config)
         parts = test["buckets"] if "buckets" in test else [test]
         test_len = max(int(b["input_ids"].shape[1]) for b in parts)
         for r in runs:
             row = {"task": task, "pool_len": int(pool["input_ids"].shape[1]), "test_len": test_len}
-            row |= estimate(config, model_config, r, pool, test)
+            row |= estimate(config, model_config, r, pool, test, prompts)
             if not rows:
                 print(f"model: {row['param_gib'] * GIB / 4 / 1e6:.0f}M parameters (float32)")
                 print(header)
             rows.append(row)
+            decode = row.get("decode_estimate_gib")
             print(
                 f"{task:12s} {row['pool_len']:8d} {test_len:8d} {r:4d} "
-                f"{row['argument_gib']:9.2f} {row['temp_gib']:9.2f} {row['estimate_gib']:9.2f}",
+                f"{row['argument_gib']:9.2f} {row['temp_gib']:9.2f} {row['estimate_gib']:9.2f} "
+                f"{'–' if decode is None else f'{decode:.2f}':>10s}",
                 flush=True,
             )
-    worst = max(rows, key=lambda row: row["estimate_gib"])
+    peak = lambda row: max(row["estimate_gib"], row.get("decode_estimate_gib", 0.0))  # noqa: E731
+    worst = max(rows, key=peak)
     print(
         f"largest: {worst['task']} with {worst['runs_per_device']} runs per device, "
-        f"{worst['estimate_gib']:.1f} GiB (XLA's CPU buffer assignment; see the docstring)"
+        f"{peak(worst):.1f} GiB (XLA's CPU buffer assignment; see the docstring)"
     )
     rounded = [{k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()} for r in rows]
-    print(json.dumps({"rows": rounded, "largest_gib": round(worst["estimate_gib"], 6)}))
+    print(json.dumps({"rows": rounded, "largest_gib": round(peak(worst), 6)}))
 
 
 if __name__ == "__main__":

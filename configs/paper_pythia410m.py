@@ -20,7 +20,9 @@ run's would be 66 GB), and the gradient baselines are the last-layer ones (TracI
 paper's GPTfluence and Simfluence, and the gradient-kernel ones (``gptfluence_kernel``,
 ``gradient_kernel``) with the base model's gradients projected to 8192 dimensions from their
 per-token factors: the default kernel, exact gradients along the runs' mean path, would hold
-1.6 GB per example. Not run on the 2-CPU machine: it validates
+1.6 GB per example. Memory (XLA's estimate, benchmarks.collect_memory): 8 runs per device on
+SST-2 and WMT16, 4 on the tasks with inputs near 256 tokens, and decoding 40 test examples
+at a time, so that a group fits an 80 GB card. Not run on the 2-CPU machine: it validates
 there (tests/test_configs.py), and tests/test_paper_config.py runs it end to end on a tiny
 checkpoint of the same layout.
 """
@@ -68,6 +70,9 @@ def get_config(task: str = "sst2"):
     if task in ("webnlg", "wmt16_de_en", "mixture"):
         c.collect.generation_every = 8
         c.collect.max_new_tokens = 48
+        # Decode 40 test examples at a time: all 200 at once would hold a KV cache of 80-216
+        # GiB per group (benchmarks.collect_memory), beyond any single accelerator here.
+        c.collect.generation_chunk = 40
     c.baselines.methods = "persistence,mean_trajectory,tracin_cp_k_last_layer,grad_dot_last_layer"
     c.simulator.models = MODELS
     # The projected kernel of the base model (the first version; docs/simulator.md): the

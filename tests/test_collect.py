@@ -302,18 +302,26 @@ def test_runs_fingerprinted_by_the_version_before_the_added_later_rule_resume(re
         store_.read(0, {"config_fingerprint": (prep.fingerprint,)})
 
 
+GENERATION = {
+    "data.task": "demo_gen",
+    "collect.generation_every": 4,
+    "collect.max_new_tokens": 8,
+    "collect.num_runs": 2,
+    "collect.split": "1,0,1",
+    "collect.save_params": "none",
+}
+
+
 def test_generation_metrics_every_m_steps(tmp_path):
-    dyn = collect_in_process(
-        tmp_path,
-        **{
-            "data.task": "demo_gen",
-            "collect.generation_every": 4,
-            "collect.max_new_tokens": 8,
-            "collect.num_runs": 2,
-            "collect.split": "1,0,1",
-            "collect.save_params": "none",
-        },
-    )
+    dyn = collect_in_process(tmp_path / "whole", **GENERATION)
+    # Decoding 3 test examples at a time (sampled, so the rows' keys matter) gives every
+    # number of decoding them at once.
+    sampled = GENERATION | {"collect.sampling_temperature": 0.8}
+    once = collect_in_process(tmp_path / "once", **sampled)
+    chunked = collect_in_process(tmp_path / "chunks", **sampled, **{"collect.generation_chunk": 3})
+    assert tiny_config(**GENERATION).data.test_size > 3
+    for name in ("bleu", "rougeL"):
+        np.testing.assert_array_equal(chunked.metrics[name], once.metrics[name])
     assert set(dyn.metrics) == {"loss", "bleu", "rougeL"}
     observed = [0, 4, 8]
     for name in ("bleu", "rougeL"):

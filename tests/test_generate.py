@@ -219,6 +219,17 @@ def test_generate_text_round_trip():
     assert texts == [tok.decode(i) for i in ids]
 
 
+def _moved_runs(state, count: int, seed: int) -> tuple[list, object]:
+    """``count`` runs' parameters: ``state`` moved by independent noise each ([runs], stacked)."""
+    runs = []
+    for g in range(count):
+        leaves, treedef = jax.tree.flatten(state)
+        keys = jax.random.split(jax.random.key(seed + g), len(leaves))
+        moved = [x + 0.2 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys, strict=True)]
+        runs.append(jax.tree.unflatten(treedef, moved))
+    return runs, jax.tree.map(lambda *xs: jnp.stack(xs), *runs)
+
+
 @pytest.mark.parametrize("frozen_split", [False, True])
 def test_generate_runs_equals_generate_on_each_run(frozen_split):
     """A collection group's runs decode at once (vmapped) exactly as one by one; with partial
@@ -228,16 +239,10 @@ def test_generate_runs_equals_generate_on_each_run(frozen_split):
         graphdef, _, frozen = nnx.split(base, lambda path, _: path[0] == "layers", ...)
     else:
         graphdef, frozen = nnx.split(base)[0], None
-    runs = []
-    for g in range(3):
-        state = nnx.split(base, lambda path, _: path[0] == "layers", ...)[1]
-        if not frozen_split:
-            state = nnx.split(base)[1]
-        leaves, treedef = jax.tree.flatten(state)
-        keys = jax.random.split(jax.random.key(100 + g), len(leaves))
-        moved = [x + 0.2 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys, strict=True)]
-        runs.append(jax.tree.unflatten(treedef, moved))
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *runs)
+    state = nnx.split(base, lambda path, _: path[0] == "layers", ...)[1]
+    if not frozen_split:
+        state = nnx.split(base)[1]
+    runs, stacked = _moved_runs(state, 3, seed=100)
     keys = jnp.stack([jax.random.key(9 + g) for g in range(3)])
     for kwargs in ({}, {"temperature": 0.9, "top_p": 0.8}):
         together = generate_runs(
@@ -252,3 +257,48 @@ def test_generate_runs_equals_generate_on_each_run(frozen_split):
         ]  # fmt: skip
         assert [out.as_lists() for out in together] == alone
         assert alone[0] != alone[1]  # the runs really differ
+
+
+def test_decoding_in_chunks_gives_the_tokens_of_one_batch():
+    """generate_runs over the prompts in chunks (first_row = each chunk's start) makes every
+    run's tokens the batch makes at once, greedy and sampled: what collect.generation_chunk
+    relies on to bound the KV cache without changing a number."""
+    base = _model("neox_rot25")
+    graphdef, state = nnx.split(base)
+    _, stacked = _moved_runs(state, 2, seed=50)
+    keys = jnp.stack([jax.random.key(7 + g) for g in range(2)])
+    for kwargs in ({}, {"temperature": 1.0, "top_p": 0.9}):
+        whole = generate_runs(graphdef, stacked, None, PROMPTS, 8, bucket=4, keys=keys, **kwargs)
+        parts = [
+            generate_runs(
+                graphdef, stacked, None, PROMPTS[start : start + 2], 8, bucket=4, keys=keys,
+                first_row=start, **kwargs,
+            )
+            for start in range(0, len(PROMPTS), 2)
+        ]  # fmt: skip
+        for g in range(2):
+            chunked = [row for part in parts for row in part[g].as_lists()]
+            assert chunked == whole[g].as_lists(), (g, kwargs)
+    # Without first_row, a sampled chunk draws other tokens: the offset is what keeps them.
+    sampled = {"temperature": 1.0, "top_p": 1.0}
+    shifted = generate_runs(graphdef, stacked, None, PROMPTS[2:], 8, bucket=4, keys=keys, **sampled)
+    reference = generate_runs(graphdef, stacked, None, PROMPTS, 8, bucket=4, keys=keys, **sampled)
+    assert shifted[0].as_lists() != reference[0].as_lists()[2:]
+
+
+def test_lowered_decoding_needs_no_weights():
+    """lower_generate_runs compiles the group's decoding for shape-only parameters; its memory
+    analysis counts the KV cache, which grows with the number of prompts."""
+    from gptjax.models.generate import lower_generate_runs
+
+    base = _model("neox_rot25")
+    graphdef, state = nnx.split(base)
+    shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct((2, *a.shape), a.dtype), state)
+    temps = [
+        lower_generate_runs(graphdef, shapes, PROMPTS * n, 8, bucket=4)
+        .compile()
+        .memory_analysis()
+        .temp_size_in_bytes
+        for n in (1, 8)
+    ]
+    assert 0 < temps[0] < temps[1]

@@ -143,6 +143,7 @@ def test_paper_config_runs_end_to_end_on_a_checkpoint_of_its_layout(checkpoint, 
 
     if variant:  # BLEU and ROUGE-L, recorded from the decodes, are simulated too
         assert config["data"]["task"] == "mixture"
+        assert config["collect"]["generation_chunk"] == 40
         for metric in ("bleu", "rougeL"):
             rows = simulators[metric]
             assert {"gptfluence", "gradient_kernel", "mean_trajectory"} <= set(rows), metric

@@ -80,6 +80,7 @@ def _generate_loop(
     tokens: jax.Array,
     mask: jax.Array,
     key: jax.Array,
+    first_row: jax.Array,
     eos_ids: jax.Array,
     temperature: jax.Array,
     top_p: jax.Array,
@@ -93,7 +94,9 @@ def _generate_loop(
     _traces += 1  # runs at trace time only: counts compilations
     model = nnx.merge(graphdef, *(state if isinstance(state, tuple) else (state,)))
     batch, prompt_len = tokens.shape
-    rows = jnp.arange(batch)
+    # A row's keys follow its index in the whole prompt list, so decoding the prompts in
+    # chunks (first_row > 0) samples the same tokens as decoding them at once.
+    rows = first_row + jnp.arange(batch)
     lengths = mask.sum(-1)
 
     def choose(logits, step):
@@ -134,13 +137,13 @@ _generate_jit = jax.jit(_generate_loop, static_argnames=_STATIC)
 
 
 @partial(jax.jit, static_argnames=_STATIC)
-def _generate_runs_jit(trained, frozen, tokens, mask, keys, *rest, **static):
+def _generate_runs_jit(trained, frozen, tokens, mask, keys, first_row, *rest, **static):
     """The runs of a collection group at once: trained parameters stacked [G, ...], one key
     per run; ``frozen`` (a tuple: () or the frozen parameters of partial fine-tuning) is
     shared by every run."""
 
     def one(state, key):
-        return _generate_loop((state, *frozen), tokens, mask, key, *rest, **static)
+        return _generate_loop((state, *frozen), tokens, mask, key, first_row, *rest, **static)
 
     return jax.vmap(one)(trained, keys)
 
@@ -236,7 +239,9 @@ def generate(
     )  # fmt: skip
     graphdef, state = nnx.split(model)
     key = jax.random.key(0) if key is None else key
-    out = _generate_jit(state, tokens, mask, key, *traced, graphdef=graphdef, **static)
+    out = _generate_jit(
+        state, tokens, mask, key, jnp.int32(0), *traced, graphdef=graphdef, **static
+    )
     return _generation(np.asarray(out), eos, max_new_tokens)
 
 
@@ -253,11 +258,45 @@ def generate_runs(
     keys: jax.Array | None = None,
     pad_id: int = 0,
     bucket: int = 32,
+    first_row: int = 0,
 ) -> list[Generation]:
     """`generate` for G models at once, vmapped: ``trained`` holds G runs' parameters stacked
     on a leading axis, ``frozen`` the parameters they share (partial fine-tuning) or None;
     model g is ``nnx.merge(graphdef, trained[g], frozen)``. ``keys`` [G]: one per run (needed
-    to sample). Row g of the result equals ``generate`` on model g with key ``keys[g]``."""
+    to sample). Row g of the result equals ``generate`` on model g with key ``keys[g]``.
+    ``first_row``: the index of ``prompts[0]`` in a longer list decoded in chunks (a row's
+    sampling keys follow that index)."""
+    call, eos = _runs_call(
+        graphdef, trained, frozen, prompts, max_new_tokens, eos_id, temperature, top_p, keys,
+        pad_id, bucket, first_row,
+    )  # fmt: skip
+    out = _generate_runs_jit(*call[0], **call[1])
+    return [_generation(row, eos, max_new_tokens) for row in np.asarray(out)]
+
+
+def lower_generate_runs(
+    graphdef: nnx.GraphDef,
+    trained: Any,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    *,
+    pad_id: int = 0,
+    bucket: int = 32,
+) -> jax.stages.Lowered:
+    """`generate_runs`'s jitted decoding (greedy, full fine-tuning) lowered for ``trained``
+    given as shapes only (jax.ShapeDtypeStruct leaves, [G, ...]): what it would hold in
+    memory, from XLA's analysis of the compiled program, without any weights."""
+    call, _ = _runs_call(
+        graphdef, trained, None, prompts, max_new_tokens, None, 0.0, 1.0, None, pad_id, bucket, 0
+    )
+    return _generate_runs_jit.lower(*call[0], **call[1])
+
+
+def _runs_call(
+    graphdef, trained, frozen, prompts, max_new_tokens, eos_id, temperature, top_p, keys,
+    pad_id, bucket, first_row,
+) -> tuple[tuple[tuple, dict[str, Any]], list[int]]:  # fmt: skip
+    """((positional, keyword) arguments of `_generate_runs_jit`, the EOS ids)."""
     model_cfg = nnx.merge(graphdef, trained, *([] if frozen is None else [frozen])).config
     count = jax.tree.leaves(trained)[0].shape[0]
     tokens, mask, traced, static, eos = _checked(
@@ -266,10 +305,8 @@ def generate_runs(
     )  # fmt: skip
     keys = jax.random.split(jax.random.key(0), count) if keys is None else keys
     shared = () if frozen is None else (frozen,)
-    out = _generate_runs_jit(
-        trained, shared, tokens, mask, keys, *traced, graphdef=graphdef, **static
-    )
-    return [_generation(row, eos, max_new_tokens) for row in np.asarray(out)]
+    positional = (trained, shared, tokens, mask, keys, jnp.int32(first_row), *traced)
+    return (positional, {"graphdef": graphdef, **static}), eos
 
 
 def generate_text(

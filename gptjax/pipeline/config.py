@@ -241,6 +241,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.collect.unseen_runs = 0
     c.collect.generation_every = 0  # BLEU/ROUGE-L of greedy generations every m steps (0: off)
     c.collect.max_new_tokens = 32
+    # Decode this many test examples at a time (0: all at once): bounds the KV cache's memory,
+    # runs_per_device x chunk x (prompt + new tokens) x layers; the tokens are the same.
+    c.collect.generation_chunk = 0
     c.collect.sampling_temperature = 0.0  # 0: greedy (the default: sampled metrics are noisy)
     c.collect.top_p = 1.0
     c.collect.split = "25,2,5"  # train, validation, test runs (the rest are unused)
@@ -350,6 +353,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         (c.collect.runs_per_device > 0, "collect.runs_per_device", "> 0"),
         (c.collect.eval_chunk > 0, "collect.eval_chunk", "> 0"),
         (c.collect.generation_every >= 0, "collect.generation_every", ">= 0"),
+        (c.collect.generation_chunk >= 0, "collect.generation_chunk", ">= 0"),
         (0 <= c.collect.unseen_runs <= c.collect.num_runs, "collect.unseen_runs", "<= num_runs"),
         (c.collect.sampling_temperature >= 0, "collect.sampling_temperature", ">= 0"),
         (0 < c.collect.top_p <= 1, "collect.top_p", "in (0, 1]"),

@@ -28,7 +28,10 @@ from gptjax.tasks.tokenize import TokenizedExamples
 
 # Config sections whose change invalidates collected runs, and keys inside them that do not.
 _COLLECTION_KEYS = ("seed", "data", "model", "collect")
-_NOT_AFFECTING_RUNS = {"collect.split", "collect.runs_per_device"}
+# The split says only which runs fit which method. How many runs or decodes share a device
+# changes no number (tests hold both to the one-by-one computation), so a resumed collection
+# may change them, e.g. after running out of memory.
+_NOT_AFFECTING_RUNS = {"collect.split", "collect.runs_per_device", "collect.generation_chunk"}
 # Collection keys added after workdirs were made by earlier versions: left out of the
 # comparison and of the runs' fingerprint while they hold their default (what those versions
 # did), so such workdirs still resume. Without this, adding a key refuses every workdir.

@@ -54,6 +54,7 @@ def collect_stage(config: ml_collections.ConfigDict, workdir: Workdir, prep: Pre
             max_new_tokens=c.max_new_tokens,
             temperature=c.sampling_temperature,
             top_p=c.top_p,
+            chunk=c.generation_chunk,
         )
     collect(
         workdir.runs,
