@@ -1,16 +1,19 @@
 """What one collection group of the paper-scale config needs in accelerator memory, per task.
 
-XLA's own estimate, from compiling the collection's group block (`group_block`: the runs of
-a device vmapped, one AdamW step and the test-set evaluation) for shape-only parameters of a
-Pythia-410M-shaped model and the config's real pools: no weights are made, so it runs on a
-CPU in a minute or two. What it reads is the compiled program's buffer assignment:
+XLA's own estimate, from compiling the collection's programs for shape-only parameters of a
+Pythia-410M-shaped model and the config's real pools: the group block (`group_block`: the
+runs of a device vmapped, one AdamW step and the test-set evaluation) and, for the
+generation tasks, the group's decoding (`lower_generate_runs`, `collect.generation_chunk`
+test examples at a time). No weights are made, so it runs on a CPU in about 5 minutes for
+every task. What it reads is each compiled program's buffer assignment:
 
     arguments (params + AdamW moments of every run, the tokens) + temporaries
 
-with the outputs aliased to the donated arguments. The buffer assignment is the CPU
-compiler's; a GPU's differs in its fusions, so read the figures as an estimate with some
-margin. They leave out the decoding of the generation tasks (`collect.generation_every`,
-outside the block) and what the runtime itself holds.
+with the outputs aliased to the donated arguments; the decoding adds the AdamW moments,
+which stay on the device meanwhile. The buffer assignment is the compiler's of the platform
+it runs on (the CPU unless JAX_PLATFORMS says otherwise); a GPU's differs in its fusions, so
+read CPU figures as an estimate with some margin. They leave out what the runtime itself
+holds.
 
     python -m benchmarks.collect_memory                       # every task, 4 and 8 runs
     python -m benchmarks.collect_memory --tasks boolq --runs 8
@@ -25,14 +28,14 @@ import argparse
 import dataclasses
 import json
 import os
+import runpy
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-CONFIG = REPO / "configs" / "paper_pythia410m.py"
+from benchmarks.collect_paper_scale import PAPER_CONFIG, add_shape_args
+
 GIB = 2**30
 
 
@@ -40,10 +43,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tasks", default="", help="comma-separated variants (default: all)")
     p.add_argument("--runs", default="4,8", help="runs per device to estimate")
-    p.add_argument("--hidden_size", type=int, default=1024)
-    p.add_argument("--num_layers", type=int, default=24)
-    p.add_argument("--num_heads", type=int, default=16)
-    p.add_argument("--data_root", default=None)
+    add_shape_args(p)
     p.add_argument(
         "--generation_chunk",
         type=int,
@@ -53,27 +53,16 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def paper_config_module() -> Any:
-    """configs/paper_pythia410m.py as a module (its TASKS and get_config)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("_paper_config", CONFIG)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def block_inputs(config: Any) -> tuple[dict, Any, list[list[int]]]:
     """(pool, test, prompts) as collection hands them on: the config's pools, Pythia-tokenized,
-    the pool cut to its longest example, the test set in length buckets, and the test
-    prompts the generation tasks decode."""
+    with ``collect.eval_buckets`` the pool cut to its longest example and the test set in
+    length buckets; and the test prompts the generation tasks decode."""
     from gptjax import paths
     from gptjax.collect.length_buckets import bucket_by_length, trim_to_longest
     from gptjax.models.tokenizer import load_tokenizer
     from gptjax.pipeline.config import collect_spec
     from gptjax.pipeline.preparation import build_config_pools
     from gptjax.tasks import tokenize_examples
-    from gptjax.tasks.tokenize import TOKEN_FIELDS
 
     tokenizer = load_tokenizer(paths.pythia_tokenizer())
     pools = build_config_pools(config)
@@ -81,15 +70,11 @@ def block_inputs(config: Any) -> tuple[dict, Any, list[list[int]]]:
         tokenize_examples(examples, tokenizer, max_len=config.data.max_len)
         for examples in (pools.train, pools.test)
     )
-    pool = trim_to_longest(pool_tokens.loss_inputs())
-    pool = {k: np.asarray(v) for k, v in pool.items() if k in TOKEN_FIELDS}
-    test = {k: np.asarray(test_tokens.loss_inputs()[k]) for k in TOKEN_FIELDS}
+    pool, test = pool_tokens.loss_inputs(), test_tokens.loss_inputs()
     buckets = collect_spec(config).eval_buckets
-    prompts = [
-        [int(t) for t, m in zip(row, mask, strict=True) if m]
-        for row, mask in zip(test_tokens.prompt_ids, test_tokens.prompt_mask, strict=True)
-    ]
-    return pool, bucket_by_length(test, buckets) if buckets else test, prompts
+    if buckets:
+        pool, test = trim_to_longest(pool), bucket_by_length(test, buckets)
+    return pool, test, test_tokens.prompt_lists()
 
 
 def estimate(
@@ -102,7 +87,7 @@ def estimate(
     from jax.sharding import Mesh
 
     from gptjax.collect.runner import group_block
-    from gptjax.collect.train_step import Objective, make_optimizer, make_schedule
+    from gptjax.collect.train_step import Objective
     from gptjax.models.transformer import abstract_model
     from gptjax.pipeline.config import collect_spec
 
@@ -110,10 +95,7 @@ def estimate(
     if spec.train_layers or spec.compute_dtype != "float32":
         raise ValueError("estimates full fine-tuning in float32 (the paper config's) only")
     graphdef, params = nnx.split(abstract_model(model_config))
-    schedule = make_schedule(spec.learning_rate, spec.num_steps, spec.warmup_steps, 0.0)
-    optimizer = make_optimizer(
-        schedule, b1=spec.b1, b2=spec.b2, eps=spec.eps, weight_decay=spec.weight_decay
-    )
+    _, optimizer = spec.optimizer()
     opt_state = jax.eval_shape(optimizer.init, params)
     stacked = lambda tree: jax.tree.map(  # noqa: E731
         lambda a: jax.ShapeDtypeStruct((runs, *a.shape), a.dtype), tree
@@ -177,13 +159,15 @@ def decode_estimate(
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    import jax
+
     from gptjax.models.config import pythia_style
 
-    module = paper_config_module()
-    tasks = [t for t in args.tasks.split(",") if t] or list(module.TASKS)
-    unknown = [t for t in tasks if t not in module.TASKS]
+    paper = runpy.run_path(str(PAPER_CONFIG))  # its TASKS and get_config
+    tasks = [t for t in args.tasks.split(",") if t] or list(paper["TASKS"])
+    unknown = [t for t in tasks if t not in paper["TASKS"]]
     if unknown:
-        parser().error(f"--tasks: {', '.join(unknown)} not among {', '.join(module.TASKS)}")
+        parser().error(f"--tasks: {', '.join(unknown)} not among {', '.join(paper['TASKS'])}")
     try:
         runs = [int(r) for r in args.runs.split(",")]
     except ValueError:
@@ -199,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{'temps GiB':>9s} {'step GiB':>9s} {'decode GiB':>10s}"
     )
     for task in tasks:
-        config = module.get_config(task)
+        config = paper["get_config"](task)
         if args.data_root:
             config.data.data_root = args.data_root
         if args.generation_chunk is not None:
@@ -225,7 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     worst = max(rows, key=peak)
     print(
         f"largest: {worst['task']} with {worst['runs_per_device']} runs per device, "
-        f"{peak(worst):.1f} GiB (XLA's CPU buffer assignment; see the docstring)"
+        f"{peak(worst):.1f} GiB (XLA's {jax.devices()[0].platform} buffer assignment; see the "
+        "docstring)"
     )
     rounded = [{k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()} for r in rows]
     print(json.dumps({"rows": rounded, "largest_gib": round(peak(worst), 6)}))

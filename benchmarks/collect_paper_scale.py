@@ -24,6 +24,7 @@ import argparse
 import dataclasses
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,19 @@ def step_flops(num_params: int, train_tokens: int, eval_tokens: int) -> float:
     """Dense-matmul FLOPs of one run-step: forward + backward (6 per parameter and token) over
     the training batch, forward (2 per parameter and token) over the evaluated test tokens."""
     return 6.0 * num_params * train_tokens + 2.0 * num_params * eval_tokens
+
+
+# The paper-scale config whose shapes the paper-scale benchmarks take.
+PAPER_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "paper_pythia410m.py"
+
+
+def add_shape_args(p: argparse.ArgumentParser) -> None:
+    """The model-shape options of the paper-scale benchmarks (Pythia-410M's by default) and
+    the data root."""
+    p.add_argument("--hidden_size", type=int, default=1024)
+    p.add_argument("--num_layers", type=int, default=24)
+    p.add_argument("--num_heads", type=int, default=16)
+    p.add_argument("--data_root", default=None)
 
 
 def paper_shaped_model(hidden_size: int, num_layers: int, num_heads: int) -> tuple[Any, int]:
@@ -84,11 +98,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=8, help="steps per run")
     p.add_argument("--test", type=int, default=200, help="test examples evaluated every step")
     p.add_argument("--max_len", type=int, default=256)
-    p.add_argument("--hidden_size", type=int, default=1024)
-    p.add_argument("--num_layers", type=int, default=24)
-    p.add_argument("--num_heads", type=int, default=16)
+    add_shape_args(p)
     p.add_argument("--eval_chunk", type=int, default=64)
-    p.add_argument("--data_root", default=None)
     p.add_argument("--skip_bf16", action="store_true")
     return p
 

@@ -19,7 +19,7 @@ number of examples; the random weights change neither the work nor the memory.
         # a CPU-sized smoke run of the same code
 
 Prints a table; the last line is JSON: {"s_per_example", "fixed_s", "protocol_minutes",
-"peak_gb", ...}.
+"peak_gb" (in GiB; the key keeps its first name for the records), ...}.
 """
 
 from __future__ import annotations
@@ -33,17 +33,15 @@ import tempfile
 import time
 from pathlib import Path
 
-CONFIG = Path(__file__).resolve().parent.parent / "configs" / "paper_pythia410m.py"
+from benchmarks.collect_llm import device_peak_gib
+from benchmarks.collect_paper_scale import PAPER_CONFIG, add_shape_args
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pool", type=int, default=16, help="pool examples")
     p.add_argument("--test", type=int, default=16, help="test examples")
-    p.add_argument("--hidden_size", type=int, default=1024)
-    p.add_argument("--num_layers", type=int, default=24)
-    p.add_argument("--num_heads", type=int, default=16)
-    p.add_argument("--data_root", default=None)
+    add_shape_args(p)
     from baselines.grads import FACTORIZE
 
     p.add_argument(
@@ -56,12 +54,12 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def peak_gb(device) -> tuple[float, str]:
-    """(peak bytes in GB, what was measured): the device's peak where it reports one, else
-    this process's peak resident set."""
-    stats = device.memory_stats() if device.platform != "cpu" else None
-    if stats and "peak_bytes_in_use" in stats:
-        return stats["peak_bytes_in_use"] / 2**30, "device peak"
+def peak_gib() -> tuple[float, str]:
+    """(peak memory in GiB, what was measured): the device's peak where it reports one, else
+    this process's peak resident set (ru_maxrss, in KiB on Linux)."""
+    device = device_peak_gib()
+    if device is not None:
+        return device, "device peak"
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "process peak RSS"
 
 
@@ -79,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     from gptjax.pipeline import config as config_lib
     from gptjax.pipeline.gradient_features import gradient_features
 
-    config = runpy.run_path(str(CONFIG))["get_config"]()
+    config = runpy.run_path(str(PAPER_CONFIG))["get_config"]()
     if args.factorize is not None:
         config.baselines.factorize = args.factorize
     grad_config = config_lib.simulator_grad_config(config, "kernel_projection_dim")
@@ -126,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     fixed = max(0.0, wall["all"] - count["all"] * per_example)
     protocol = int(config.data.pool_size) + int(config.data.test_size)
     protocol_s = fixed + protocol * per_example
-    peak, peak_what = peak_gb(device)
+    peak, peak_what = peak_gib()
 
     print()
     print(f"{'call':36s} {'examples':>8s} {'seconds':>9s}")
@@ -142,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"per example {per_example:.3f} s, fixed per call {fixed:.1f} s; projected: {protocol} "
         f"examples (the config's pool + test) in {protocol_s / 60:.1f} min after compilation; "
-        f"{peak_what} {peak:.1f} GB"
+        f"{peak_what} {peak:.1f} GiB"
     )
     result = {
         "device": f"{device.platform}:{device.device_kind}",

@@ -312,14 +312,28 @@ GENERATION = {
 }
 
 
-def test_generation_metrics_every_m_steps(tmp_path):
+def test_generation_metrics_every_m_steps(tmp_path, monkeypatch):
     dyn = collect_in_process(tmp_path / "whole", **GENERATION)
     # Decoding 3 test examples at a time (sampled, so the rows' keys matter) gives every
     # number of decoding them at once.
+    from gptjax.collect import generation_eval
+
+    decoded = []  # the number of prompts of each decoding call
+
+    def counted(graphdef, trained, frozen, prompts, *args, **kwargs):
+        decoded.append(len(prompts))
+        return generate_runs(graphdef, trained, frozen, prompts, *args, **kwargs)
+
+    generate_runs = generation_eval.generate_runs
+    monkeypatch.setattr(generation_eval, "generate_runs", counted)
     sampled = GENERATION | {"collect.sampling_temperature": 0.8}
     once = collect_in_process(tmp_path / "once", **sampled)
+    test_size = tiny_config(**GENERATION).data.test_size
+    assert set(decoded) == {test_size} and test_size > 3  # one call per evaluation
+    evaluations = len(decoded)
+    decoded.clear()
     chunked = collect_in_process(tmp_path / "chunks", **sampled, **{"collect.generation_chunk": 3})
-    assert tiny_config(**GENERATION).data.test_size > 3
+    assert max(decoded) == 3 and sum(decoded) == evaluations * test_size  # in chunks of 3
     for name in ("bleu", "rougeL"):
         np.testing.assert_array_equal(chunked.metrics[name], once.metrics[name])
     assert set(dyn.metrics) == {"loss", "bleu", "rougeL"}

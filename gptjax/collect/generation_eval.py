@@ -42,10 +42,7 @@ def make_generation_eval(
     """
     if chunk < 0:
         raise ValueError(f"collect.generation_chunk must be >= 0, got {chunk}")
-    prompts = [
-        [int(t) for t, m in zip(row, mask, strict=True) if m]
-        for row, mask in zip(test_tokens.prompt_ids, test_tokens.prompt_mask, strict=True)
-    ]
+    prompts = test_tokens.prompt_lists()
     references = [list(r) for r in references]
     root = jax.random.key(seed)
 

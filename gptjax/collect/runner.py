@@ -128,6 +128,16 @@ class CollectSpec:
     def num_steps(self) -> int:
         return steps_per_run(self.subset_size, self.batch_size, self.epochs)
 
+    def optimizer(self) -> tuple[Callable[[int], Any], Any]:
+        """(learning-rate schedule, AdamW) of every run."""
+        schedule = make_schedule(
+            self.learning_rate, self.num_steps, self.warmup_steps, self.end_lr_factor
+        )
+        adamw = make_optimizer(
+            schedule, b1=self.b1, b2=self.b2, eps=self.eps, weight_decay=self.weight_decay
+        )
+        return schedule, adamw
+
 
 def parse_save_steps(rule: str, num_steps: int) -> tuple[int, ...]:
     """'none' | 'all' | 'every:m' | 'evenly:k' (k checkpoints, the last at T) | '3,10,20'."""
@@ -355,12 +365,9 @@ def collect(
     written. ``also_accept``: further ``config_fingerprint`` values a run on disk may carry
     and still count as collected (fingerprints older versions wrote for the same config)."""
     num_steps = spec.num_steps
-    schedule = make_schedule(spec.learning_rate, num_steps, spec.warmup_steps, spec.end_lr_factor)
+    schedule, optimizer = spec.optimizer()
     # optax evaluates the schedule at the update count before incrementing it: step t uses t-1.
     lrs = np.array([float(schedule(t)) for t in range(num_steps)], np.float32)
-    optimizer = make_optimizer(
-        schedule, b1=spec.b1, b2=spec.b2, eps=spec.eps, weight_decay=spec.weight_decay
-    )
     graphdef, base_params, frozen, first_layer = split_trained(base_model, spec.train_layers)
     objective = Objective(graphdef, first_layer, spec.compute_dtype)
     # Trailing padding is cut (exact: right padding, causal attention): the pool to its

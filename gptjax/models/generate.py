@@ -266,11 +266,11 @@ def generate_runs(
     to sample). Row g of the result equals ``generate`` on model g with key ``keys[g]``.
     ``first_row``: the index of ``prompts[0]`` in a longer list decoded in chunks (a row's
     sampling keys follow that index)."""
-    call, eos = _runs_call(
+    args, static, eos = _runs_call(
         graphdef, trained, frozen, prompts, max_new_tokens, eos_id, temperature, top_p, keys,
         pad_id, bucket, first_row,
     )  # fmt: skip
-    out = _generate_runs_jit(*call[0], **call[1])
+    out = _generate_runs_jit(*args, graphdef=graphdef, **static)
     return [_generation(row, eos, max_new_tokens) for row in np.asarray(out)]
 
 
@@ -286,17 +286,18 @@ def lower_generate_runs(
     """`generate_runs`'s jitted decoding (greedy, full fine-tuning) lowered for ``trained``
     given as shapes only (jax.ShapeDtypeStruct leaves, [G, ...]): what it would hold in
     memory, from XLA's analysis of the compiled program, without any weights."""
-    call, _ = _runs_call(
+    args, static, _ = _runs_call(
         graphdef, trained, None, prompts, max_new_tokens, None, 0.0, 1.0, None, pad_id, bucket, 0
     )
-    return _generate_runs_jit.lower(*call[0], **call[1])
+    return _generate_runs_jit.lower(*args, graphdef=graphdef, **static)
 
 
 def _runs_call(
     graphdef, trained, frozen, prompts, max_new_tokens, eos_id, temperature, top_p, keys,
     pad_id, bucket, first_row,
-) -> tuple[tuple[tuple, dict[str, Any]], list[int]]:  # fmt: skip
-    """((positional, keyword) arguments of `_generate_runs_jit`, the EOS ids)."""
+) -> tuple[tuple, dict[str, Any], list[int]]:  # fmt: skip
+    """(the traced arguments of `_generate_runs_jit`, its static ones but the graphdef, the
+    EOS ids): `generate_runs`' checks and defaults, shared with `lower_generate_runs`."""
     model_cfg = nnx.merge(graphdef, trained, *([] if frozen is None else [frozen])).config
     count = jax.tree.leaves(trained)[0].shape[0]
     tokens, mask, traced, static, eos = _checked(
@@ -305,8 +306,7 @@ def _runs_call(
     )  # fmt: skip
     keys = jax.random.split(jax.random.key(0), count) if keys is None else keys
     shared = () if frozen is None else (frozen,)
-    positional = (trained, shared, tokens, mask, keys, jnp.int32(first_row), *traced)
-    return (positional, {"graphdef": graphdef, **static}), eos
+    return (trained, shared, tokens, mask, keys, jnp.int32(first_row), *traced), static, eos
 
 
 def generate_text(

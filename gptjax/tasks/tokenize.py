@@ -64,6 +64,13 @@ class TokenizedExamples:
         """The TOKEN_FIELDS arrays, as training steps and gradient code take them."""
         return {name: getattr(self, name) for name in TOKEN_FIELDS}
 
+    def prompt_lists(self) -> list[list[int]]:
+        """Each prompt's tokens without its padding, as `generate` takes them."""
+        return [
+            [int(t) for t, m in zip(row, mask, strict=True) if m]
+            for row, mask in zip(self.prompt_ids, self.prompt_mask, strict=True)
+        ]
+
 
 def round_up(n: int, multiple: int) -> int:
     return max(multiple, -(-n // multiple) * multiple)
